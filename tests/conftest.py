@@ -1,0 +1,62 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach a model hub: hub names must fail fast from the local cache.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# ../shared/data next to the project root: real public data, never copied into the repo.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def require_shared(path: Path) -> Path:
+    """Return ``path`` if it exists; otherwise skip, or fail when CI demands the data.
+
+    ``QA_SCALE_REQUIRE_SHARED=1`` (set by CI) turns the skip into a failure so that a
+    missing data folder cannot silently hide the real-data tests.
+    """
+    if path.exists():
+        return path
+    reason = f"shared data not found: {path}"
+    if os.environ.get("QA_SCALE_REQUIRE_SHARED") == "1":
+        pytest.fail(f"{reason} (QA_SCALE_REQUIRE_SHARED=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """Path of the shared data folder (skips or fails when it is absent)."""
+    return require_shared(SHARED_DATA)
+
+
+# A small mixed Chinese/Latin corpus: enough for a character vocabulary that covers the
+# hand-written examples of the tests (each CJK character becomes its own token).
+CORPUS = [
+    "北京是中国的首都，上海是中国最大的城市。北京有故宫和长城。",
+    "张伟于1987年出生在杭州，2010年毕业于浙江大学，后来加入ABC科技公司担任工程师。",
+    "《红楼梦》是曹雪芹的作品，「石头记」是它的另一个名字。New York Times 报道了这件事。",
+    "李娜在2014年赢得了澳大利亚网球公开赛（Australian Open）的冠军，奖金为265万澳元。",
+    "问题是什么？哪一年？哪个城市？谁？多少？为什么？",
+]
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer(tmp_path_factory):
+    """A character-level WordPiece tokenizer built from CORPUS (no shared data needed)."""
+    from qa_scale.tokenization import build_char_vocab
+
+    return build_char_vocab(CORPUS * 3, tmp_path_factory.mktemp("vocab"), vocab_size=600)
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer():
+    """The real Chinese BERT tokenizer (MacBERT / RoBERTa-wwm vocabulary) from ../shared/data."""
+    from qa_scale.tokenization import load_tokenizer
+
+    return load_tokenizer(require_shared(SHARED_DATA / "bert-base-chinese-vocab.txt"))

@@ -1,0 +1,93 @@
+"""The console script: every subcommand has --help; whole commands on the sample data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from qa_scale.cli import COMMANDS, build_parser, main
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sample")
+    assert main(["sample-data", "--out", str(out), "--train-paragraphs", "3", "--dev-paragraphs", "8",
+                 "--test-paragraphs", "4", "--questions-per-paragraph", "2", "4"]) == 0
+    assert main(["vocab", str(out / "corpus.txt"), "--out", str(out / "tok"), "--vocab-size", "3000"]) == 0
+    return out
+
+
+def test_console_script_lists_subcommands():
+    out = subprocess.run([sys.executable, "-m", "qa_scale.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for name in ("check-data", "evaluate", "submit", "windows", "sample-data", "vocab"):
+        assert name in out
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([name, "--help"])
+    assert exit_.value.code == 0 and "usage: qa-scale " + name in capsys.readouterr().out
+
+
+def test_check_data_json(sample, tmp_path, capsys):
+    args = ["check-data", str(sample / "hw7_dev.json"), "--tokenizer", str(sample / "tok"),
+            "--max-seq-len", "128", "--max-question-len", "32", "--doc-step", "48", "--json", "--out", str(tmp_path / "r.json")]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert report["data"]["format"] == "hw7" and report["windows"]["stride"]["doc_step"] == 48
+    assert report["oracle"]["em_any_reference"] == 100.0 and report["oracle"]["windows"] > report["oracle"]["examples"]
+
+
+def test_evaluate_and_submit_round_trip(sample, tmp_path, capsys):
+    refs = {q["id"]: q["answers"][0]["text"] for a in json.loads((sample / "squad_dev.json").read_text("utf-8"))["data"]
+            for p in a["paragraphs"] for q in p["qas"]}
+    preds = dict(refs)
+    wrong = next(iter(preds))
+    preds[wrong] = "错"
+    (tmp_path / "p.json").write_text(json.dumps(preds, ensure_ascii=False), encoding="utf-8")
+    assert main(["evaluate", str(sample / "squad_dev.json"), str(tmp_path / "p.json"), "--json",
+                 "--errors", str(tmp_path / "errors.jsonl")]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["em"] == pytest.approx(100 * (len(refs) - 1) / len(refs)) and scores["hw7_accuracy"] is None
+    assert json.loads((tmp_path / "errors.jsonl").read_text("utf-8").splitlines()[0])["id"] == wrong
+
+    test_ids = [str(q["id"]) for q in json.loads((sample / "hw7_test.json").read_text("utf-8"))["questions"]]
+    answers = json.loads((sample / "hw7_test_answers.json").read_text("utf-8"))
+    (tmp_path / "t.json").write_text(json.dumps(answers, ensure_ascii=False), encoding="utf-8")
+    assert main(["submit", str(sample / "hw7_test.json"), str(tmp_path / "t.json"), "--out", str(tmp_path / "s.csv")]) == 0
+    rows = (tmp_path / "s.csv").read_text("utf-8").splitlines()
+    assert rows[0] == "ID,Answer" and [r.split(",")[0] for r in rows[1:]] == test_ids
+
+
+def test_windows_command_writes_a_dataset(sample, tmp_path):
+    from qa_scale.window_store import load_windows
+    assert main(["windows", str(sample / "squad_dev.json"), "--tokenizer", str(sample / "tok"), "--max-seq-len", "96",
+                 "--doc-overlap", "16", "--out", str(tmp_path / "w")]) == 0
+    ws = load_windows(tmp_path / "w")
+    assert len(ws) > 8 and ws.start_positions is not None and ws.config.max_seq_len == 96
+
+
+def test_errors_are_reported_not_raised(sample, tmp_path, capsys):
+    (tmp_path / "bad.json").write_text("{oops", encoding="utf-8")
+    assert main(["check-data", str(tmp_path / "bad.json"), "--tokenizer", str(sample / "tok")]) == 2
+    assert "bad.json: invalid JSON at line 1" in capsys.readouterr().err
+    assert main(["check-data", str(sample / "squad_dev.json"), "--tokenizer", str(sample / "tok"),
+                 "--doc-overlap", "5", "--doc-step", "5"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["check-data", str(sample / "squad_dev.json"), "--tokenizer", "no-such-org/no-such-model"]) == 2
+    assert "cannot load tokenizer 'no-such-org/no-such-model'" in capsys.readouterr().err
+
+
+def test_demo_runs_offline_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dev_scores"]["em"] == 100.0 and report["test_accuracy_hw7"] == 1.0
+    test_ids = [str(q["id"]) for q in json.loads((tmp_path / "demo/data/hw7_test.json").read_text("utf-8"))["questions"]]
+    rows = (tmp_path / "demo/submission.csv").read_text("utf-8").splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == test_ids
+    assert "oracle" in report["logits"]  # says honestly where its logits come from
