@@ -66,6 +66,8 @@ def save_windows(ws: WindowSet, out_dir: str | os.PathLike) -> Path:
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    bars = datasets.utils.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a bar per save is noise for sets this small and fast
     try:
         to_dataset(ws).save_to_disk(str(tmp / "arrow"))
         write_json(tmp / "windows.json", {
@@ -78,6 +80,9 @@ def save_windows(ws: WindowSet, out_dir: str | os.PathLike) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     return out
 
 
