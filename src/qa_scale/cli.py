@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Train, ensemble and submit Chinese extractive QA models. "
         "Run `qa-scale COMMAND --help` for each command."))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # the deepspeed launcher puts --local_rank=N before the subcommand (LOCAL_RANK is read instead)
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("check-data", help="validate a data file and measure the oracle ceiling of window settings",
@@ -87,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=["all", "random_answer"], default="all",
                    help="all windows, or one window per question with the answer at a random position")
     p.add_argument("--seed", type=int, default=0, help="seed of the random answer placement")
+
+    p = sub.add_parser("train", help="fine-tune a reader with DeepSpeed (ZeRO-2/3, bf16/fp16), or plainly in one process",
+                       description="Train from a YAML recipe plus dotted overrides, e.g. "
+                                   "`qa-scale train launch/recipes/tiny_cpu.yaml optim.lr=1e-4 run.output_dir=runs/x`. "
+                                   "Under the launcher: `deepspeed --num_gpus 8 $(which qa-scale) train RECIPE ...`.")
+    p.add_argument("recipe", nargs="?", type=Path, help="YAML recipe (see launch/recipes/)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.lr=2e-5")
+    p.add_argument("--resume", help="'auto' (newest committed checkpoint) or a checkpoint folder; same as run.resume=")
+    p.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # set by the deepspeed launcher
 
     p = sub.add_parser("sample-data", help="generate the synthetic Chinese QA sample data (HW7 and SQuAD formats)")
     from .sample_data import SampleConfig
@@ -185,6 +197,20 @@ def _windows(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe
+    from .train import run
+    recipe, overrides = args.recipe, list(args.overrides)
+    if recipe is not None and not recipe.exists() and "=" in str(recipe):  # only overrides
+        recipe, overrides = None, [str(args.recipe), *overrides]
+    overrides += [f"run.resume={args.resume}"] if args.resume else []
+    summary = run(load_recipe(recipe, overrides))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
 @command("sample-data")
 def _sample_data(args: argparse.Namespace) -> int:
     from . import sample_data
@@ -230,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     from .tokenization import TokenizerError
     try:
         return COMMANDS[args.command](args)
-    except (DataError, TokenizerError, SubmissionError, ValueError, FileNotFoundError) as err:
+    except (DataError, TokenizerError, SubmissionError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"qa-scale {args.command}: error: {err}", file=sys.stderr)
         return 2
 

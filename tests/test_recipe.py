@@ -1,0 +1,92 @@
+"""Recipes, overrides and the DeepSpeed "auto" resolver; every shipped recipe and config loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qa_scale import ds_config
+from qa_scale.ds_config import DSConfigError, resolve
+from qa_scale.recipe import dump_recipe, load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "launch" / "recipes").glob("*.yaml"))
+DS_CONFIGS = sorted((ROOT / "ds_configs").glob("*.json"))
+TINY = ["model.tokenizer=tok", "model.tiny={}", "data.train_file=t.json"]
+
+
+def test_overrides_types_and_round_trip(tmp_path):
+    cfg = load_recipe(None, TINY + ["optim.lr=2e-5", "data.windows.doc_step=15", "data.windows.max_context_len=150",
+                                    "run.length_grouping=false", "optim.layer_lr_decay=0.9"])
+    assert cfg.optim.lr == 2e-5 and isinstance(cfg.optim.lr, float)
+    assert cfg.data.windows.doc_step == 15 and cfg.data.windows.doc_overlap is None
+    assert cfg.run.length_grouping is False and cfg.optim.layer_lr_decay == 0.9
+    (tmp_path / "r.yaml").write_text(dump_recipe(cfg), encoding="utf-8")
+    assert load_recipe(tmp_path / "r.yaml") == cfg
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optim.lrr=1"], "unknown key optim.lrr; did you mean optim.lr"),
+    (["optim.lr=fast"], "optim.lr: expected float"),
+    (["run.precision=fp8"], "run.precision: must be one of"),
+    (["optim.global_batch_size=30", "optim.micro_batch_size=8"], "not a multiple"),
+    (["data.windows.doc_step=8", "data.windows.doc_overlap=8"], "not both"),
+    (["optim.layer_lr_decay=1.5"], "layer_lr_decay"),
+    (["optim"], "not of the form"),
+])
+def test_bad_recipes_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_recipe(None, TINY + overrides)
+
+
+def test_model_is_required():
+    with pytest.raises(ValueError, match="model.name_or_path"):
+        load_recipe(None, ["data.train_file=t.json"])
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_shipped_recipe_loads_and_its_ds_config_resolves(recipe):
+    cfg = load_recipe(recipe)
+    ds = resolve(ROOT / cfg.run.deepspeed, cfg, world_size=1, hidden_size=64)
+    assert ds["train_batch_size"] == cfg.optim.global_batch_size
+
+
+def base(**kw):
+    return load_recipe(None, TINY + [f"{k}={v}" for k, v in kw.items()])
+
+
+@pytest.mark.parametrize("path", DS_CONFIGS, ids=lambda p: p.name)
+def test_every_ds_config_fills_all_autos(path):
+    precision = "fp16" if "fp16" in path.name else "bf16"
+    cfg = base(**{"run.precision": precision, "optim.micro_batch_size": 4, "optim.global_batch_size": 32,
+                  "optim.grad_clip": 0.5})
+    ds = resolve(path, cfg, world_size=2, hidden_size=64)
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (4, 4, 32)
+    assert ds["gradient_clipping"] == 0.5 and ds[precision]["enabled"] is True
+    assert "auto" not in json.dumps(ds)
+    if ds["zero_optimization"]["stage"] == 3:
+        assert ds["zero_optimization"]["stage3_prefetch_bucket_size"] == int(0.9 * 64 * 64)
+
+
+def test_explicit_value_that_disagrees_is_an_error():
+    template = json.loads((ROOT / "ds_configs" / "zero2_bf16.json").read_text())
+    template["train_micro_batch_size_per_gpu"] = 16
+    with pytest.raises(DSConfigError, match="train_micro_batch_size_per_gpu is 16 .* recipe gives 8"):
+        resolve(template, base(), world_size=1, hidden_size=64)
+    template["train_micro_batch_size_per_gpu"] = 8  # agreeing explicit values are fine
+    assert resolve(template, base(), world_size=1, hidden_size=64)["train_micro_batch_size_per_gpu"] == 8
+
+
+def test_precision_and_blocks_must_agree():
+    with pytest.raises(DSConfigError, match="no 'fp16' block"):
+        resolve(ROOT / "ds_configs" / "zero2_bf16.json", base(**{"run.precision": "fp16"}), 1, 64)
+    ds = resolve(ROOT / "ds_configs" / "zero2_bf16.json", base(**{"run.precision": "fp32"}), 1, 64)
+    assert ds["bf16"]["enabled"] is False
+    with pytest.raises(DSConfigError, match="'optimizer' block"):
+        resolve({"optimizer": {"type": "Adam"}}, base(), 1, 64)
+    with pytest.raises(DSConfigError, match="not divisible"):
+        ds_config.batch_plan(base(**{"optim.micro_batch_size": 8, "optim.global_batch_size": 32}), 3)
+    with pytest.raises(DSConfigError, match="no rule fills zero_optimization.foo"):
+        resolve({"bf16": {}, "zero_optimization": {"stage": 2, "foo": "auto"}}, base(), 1, 64)
