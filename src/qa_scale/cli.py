@@ -100,6 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="'auto' (newest committed checkpoint) or a checkpoint folder; same as run.resume=")
     p.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # set by the deepspeed launcher
 
+    p = sub.add_parser("backbone", help="pre-train a small Chinese BERT with masked-LM on a corpus (the offline default backbone)",
+                       description="Masked-LM pre-training on the training engine; the model lands in OUT/model "
+                                   "(a Hugging Face directory with its tokenizer) for `model.name_or_path`.")
+    p.add_argument("corpus", type=Path, help="text file, one document per line (e.g. sample-data's corpus.txt)")
+    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, logs, model/)")
+    p.add_argument("--tokenizer", help="vocab.txt or tokenizer directory; default: build a character vocabulary from the corpus")
+    p.add_argument("--vocab-size", type=int, default=8000, help="size bound when building the vocabulary (default: 8000)")
+    p.add_argument("--hidden-size", type=int, default=128, help="(default: 128)")
+    p.add_argument("--layers", type=int, default=4, help="(default: 4)")
+    p.add_argument("--heads", type=int, default=4, help="(default: 4)")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per pre-training block (default: 128)")
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps (default: 300)")
+    p.add_argument("--batch-size", type=int, default=32, help="blocks per step (default: 32)")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default: 5e-4)")
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--deepspeed", default=str(Path(__file__).resolve().parents[2] / "ds_configs" / "zero2_bf16.json"),
+                   help="DeepSpeed template (default: ds_configs/zero2_bf16.json)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="(default: fp32, for CPUs)")
+
     p = sub.add_parser("sample-data", help="generate the synthetic Chinese QA sample data (HW7 and SQuAD formats)")
     from .sample_data import SampleConfig
     p.add_argument("--out", required=True, type=Path, help="folder to write")
@@ -206,6 +225,28 @@ def _train(args: argparse.Namespace) -> int:
         recipe, overrides = None, [str(args.recipe), *overrides]
     overrides += [f"run.resume={args.resume}"] if args.resume else []
     summary = run(load_recipe(recipe, overrides))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+@command("backbone")
+def _backbone(args: argparse.Namespace) -> int:
+    from .backbone import backbone_config, pretrain
+    tokenizer = args.tokenizer
+    if tokenizer is None:
+        from .tokenization import build_char_vocab
+        tokenizer = str(args.out / "tokenizer")
+        if int(os.environ.get("RANK", "0")) == 0 and not (args.out / "tokenizer" / "vocab.txt").exists():
+            lines = [ln.strip() for ln in args.corpus.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            build_char_vocab(lines, tokenizer, vocab_size=args.vocab_size)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("under the launcher, build the vocabulary first (`qa-scale vocab`) and pass --tokenizer")
+    config = backbone_config(str(args.corpus), tokenizer, str(args.out), hidden_size=args.hidden_size,
+                             layers=args.layers, heads=args.heads, intermediate_size=4 * args.hidden_size,
+                             seq_len=args.seq_len, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                             seed=args.seed, deepspeed=args.deepspeed, precision=args.precision)
+    summary = pretrain(config)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, ensure_ascii=False))
     return 0

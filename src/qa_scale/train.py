@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -259,7 +260,7 @@ def run(config: TrainConfig, loss_hook: Callable[[int, torch.Tensor], torch.Tens
         dist.barrier()
 
     engine.train()
-    stop = False
+    stop, loop_start = False, time.perf_counter()
     while state["step"] < total and not stop:
         ws = task.windows(state["epoch"])
         arrays = task.arrays(ws)
@@ -313,6 +314,7 @@ def run(config: TrainConfig, loss_hook: Callable[[int, torch.Tensor], torch.Tens
             if stop or step >= total:
                 break
     bar.close()
+    state["train_seconds"] = time.perf_counter() - loop_start  # the loop alone (evaluations included)
     return _finish(config, engine, task, tok, state, d, out, total, monitor, last_eval)
 
 
@@ -324,7 +326,8 @@ def _finish(config, engine, task, tok, state, d, out, total, monitor, last_eval)
     final_tag = state["best_tag"] or checkpoint.tag_of(state["step"])
     summary = {"steps": state["step"], "total_steps": total, "finished": done, "best_dev_em": state["best_em"],
                "best_checkpoint": state["best_tag"], "last_dev": last_eval, "world_size": d.world_size,
-               "skipped_steps": engine.skipped_steps}
+               "skipped_steps": engine.skipped_steps, "train_seconds": round(state.pop("train_seconds"), 3),
+               "windows_per_step": config.optim.global_batch_size}
     dist.barrier()
     if d.main:
         if done and config.run.export:
