@@ -50,6 +50,16 @@ def base_overrides(root: Path, out: str, **extra) -> list[str]:
     return [f"{k}={v}" for k, v in values.items()]
 
 
+DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def clean_env(extra: dict | None = None) -> dict:
+    """The environment for a child run: no process-group variables inherited from this process
+    (in-process DeepSpeed tests set them), our venv first on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    return {**env, "PATH": f"{BIN}:{os.environ['PATH']}", **(extra or {})}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,7 +74,7 @@ def train(root: Path, out: str, ranks: int | None, env: dict | None = None, chec
             [str(BIN / "deepspeed"), "--num_gpus", str(ranks), "--master_port", str(free_port()),
              str(BIN / "qa-scale"), *args]
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})})
+                              env=clean_env(env))
         if "address already in use" not in proc.stderr.lower():
             break
     if check and proc.returncode != 0:
@@ -177,7 +187,7 @@ HOOKED = textwrap.dedent("""
 
 def hooked(root: Path, out: str, bad_steps, **extra):
     proc = subprocess.run([sys.executable, "-c", HOOKED, json.dumps(list(bad_steps)), *base_overrides(root, out, **extra)],
-                          cwd=root, capture_output=True, text=True, timeout=600, env={**os.environ, "QA_SCALE_CPU_FP16": "1"})
+                          cwd=root, capture_output=True, text=True, timeout=600, env=clean_env({"QA_SCALE_CPU_FP16": "1"}))
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout.strip().splitlines()[-1]
 
@@ -220,7 +230,7 @@ def test_backbone_pretrains_and_loads_as_a_qa_model(workdir):
     proc = subprocess.run([str(BIN / "qa-scale"), "backbone", str(workdir / "data" / "corpus.txt"), "--out",
                            str(workdir / "bb"), "--steps", "6", "--hidden-size", "32", "--layers", "2", "--heads", "2",
                            "--seq-len", "64", "--batch-size", "8", "--vocab-size", "3000"],
-                          cwd=workdir, capture_output=True, text=True, timeout=600)
+                          cwd=workdir, capture_output=True, text=True, timeout=600, env=clean_env())
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = [json.loads(x) for x in (workdir / "bb" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 6 and 0 <= rows[-1]["acc"] <= 1
