@@ -236,12 +236,12 @@ def _backbone(args: argparse.Namespace) -> int:
     tokenizer = args.tokenizer
     if tokenizer is None:
         from .tokenization import build_char_vocab
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # ranks would race to write it
+            raise ValueError("under the launcher, build the vocabulary first (`qa-scale vocab`) and pass --tokenizer")
         tokenizer = str(args.out / "tokenizer")
-        if int(os.environ.get("RANK", "0")) == 0 and not (args.out / "tokenizer" / "vocab.txt").exists():
+        if not (args.out / "tokenizer" / "vocab.txt").exists():
             lines = [ln.strip() for ln in args.corpus.read_text(encoding="utf-8").splitlines() if ln.strip()]
             build_char_vocab(lines, tokenizer, vocab_size=args.vocab_size)
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ValueError("under the launcher, build the vocabulary first (`qa-scale vocab`) and pass --tokenizer")
     config = backbone_config(str(args.corpus), tokenizer, str(args.out), hidden_size=args.hidden_size,
                              layers=args.layers, heads=args.heads, intermediate_size=4 * args.hidden_size,
                              seq_len=args.seq_len, steps=args.steps, batch_size=args.batch_size, lr=args.lr,

@@ -252,8 +252,7 @@ def run(config: TrainConfig, loss_hook: Callable[[int, torch.Tensor], torch.Tens
     flops, peak = _flops_setup(engine, ds, d)
 
     def save(step: int) -> None:
-        meta = {k: state[k] for k in state}
-        checkpoint.save(engine, ckpt_dir, step, {"qa_scale": meta, "meta": {"precision": run_cfg.precision}},
+        checkpoint.save(engine, ckpt_dir, step, {"qa_scale": dict(state), "meta": {"precision": run_cfg.precision}},
                         d.rank, d.world_size)
         if d.main:
             checkpoint.prune(ckpt_dir, run_cfg.keep_checkpoints, {state["best_tag"]} if state["best_tag"] else set())
