@@ -4,8 +4,6 @@ exact resume, a crash while saving, fp16 overflow and non-finite losses, every s
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_runs import BIN, clean_env, qa_scale
 from qa_scale import sample_data
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 LOSS_RTOL = 1e-4  # 2 ranks vs 1 process: same global batches, fp32; only the reduction order differs
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -50,36 +48,9 @@ def base_overrides(root: Path, out: str, **extra) -> list[str]:
     return [f"{k}={v}" for k, v in values.items()]
 
 
-DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-def clean_env(extra: dict | None = None) -> dict:
-    """The environment for a child run: no process-group variables inherited from this process
-    (in-process DeepSpeed tests set them), our venv first on PATH."""
-    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
-    return {**env, "PATH": f"{BIN}:{os.environ['PATH']}", **(extra or {})}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def train(root: Path, out: str, ranks: int | None, env: dict | None = None, check: bool = True, **extra):
     """Run `qa-scale train` plainly (ranks=None) or under `deepspeed --num_gpus ranks`."""
-    args = ["train", *base_overrides(root, out, **extra)]
-    for attempt in range(2):  # a port taken between choosing and binding it is the one retried failure
-        cmd = [str(BIN / "qa-scale"), *args] if ranks is None else \
-            [str(BIN / "deepspeed"), "--num_gpus", str(ranks), "--master_port", str(free_port()),
-             str(BIN / "qa-scale"), *args]
-        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600,
-                              env=clean_env(env))
-        if "address already in use" not in proc.stderr.lower():
-            break
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
+    return qa_scale(["train", *base_overrides(root, out, **extra)], ranks, root, env, check)
 
 
 def losses(root: Path, out: str) -> dict[int, float]:

@@ -11,8 +11,9 @@ from typing import IO, Any, Iterator
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike, newline: str | None = "\n") -> Iterator[IO[str]]:
-    """Open a temporary file beside ``path`` for writing text; move it into place on success.
+def atomic_open(path: str | os.PathLike, newline: str | None = "\n", binary: bool = False) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing (UTF-8 text, or bytes with ``binary``);
+    move it into place on success.
 
     The temporary file is fsynced and renamed over ``path`` (atomic on POSIX), and removed
     if the block raises. Parent folders are created.
@@ -21,7 +22,7 @@ def atomic_open(path: str | os.PathLike, newline: str | None = "\n") -> Iterator
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline=newline)) as fh:
             os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; outputs are for sharing
             yield fh
             fh.flush()

@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ from .files import atomic_open
 
 __all__ = [
     "Monitor", "Throughput", "encoder_flops_per_token", "format_metrics", "mfu",
-    "peak_flops", "plot_loss_curve", "progress",
+    "peak_flops", "peak_memory", "plot_loss_curve", "progress",
 ]
 
 log = logging.getLogger(__name__)
@@ -267,15 +266,8 @@ def plot_loss_curve(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) 
 
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{png_path.name}.", suffix=".tmp", dir=png_path.parent)
-    try:  # temp + rename: a viewer refreshing the file never sees half an image
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=120)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, png_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(png_path, binary=True) as fh:  # a viewer refreshing the file never sees half an image
+        fig.savefig(fh, format="png", dpi=120)
     return png_path
 
 
@@ -390,6 +382,23 @@ def mfu(tokens_per_s: float, flops_per_token: float, peak: float | None) -> floa
     if not peak:
         return None
     return tokens_per_s * flops_per_token / peak
+
+
+def peak_memory(device) -> tuple[str, int]:
+    """(what was measured, bytes): CUDA max allocated on a GPU, else this process's peak RSS.
+
+    The two are not the same quantity: RSS counts the interpreter and libraries too, so only
+    compare runs measured the same way (the ``kind`` says which).
+    """
+    import resource
+
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return "cuda_max_allocated", int(torch.cuda.max_memory_allocated(device))
+    # ru_maxrss is in KiB on Linux (bytes on macOS)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return "peak_rss", int(rss if os.uname().sysname == "Darwin" else rss * 1024)
 
 
 def progress(total: int | None, enabled: bool, desc: str | None = None) -> tqdm:

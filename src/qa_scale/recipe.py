@@ -19,6 +19,7 @@ import yaml
 
 from .config import _base_type, option
 from .decode import DecodeConfig
+from .lora import LoraSection
 from .windows import WindowConfig
 
 
@@ -92,8 +93,9 @@ class RunSection:
 class TrainConfig:
     """One training run, as a recipe gives it."""
 
-    mode: Literal["full", "lora"] = option("full", "full fine-tuning or LoRA adapters")
+    mode: Literal["full", "lora"] = option("full", "full fine-tuning, or LoRA adapters with the span head trained in full")
     model: ModelSection = field(default_factory=ModelSection)
+    lora: LoraSection = field(default_factory=LoraSection, metadata={"help": "LoRA settings (mode: lora)"})
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     run: RunSection = field(default_factory=RunSection)

@@ -106,6 +106,9 @@ class QATask:
                               gradient_checkpointing=m.gradient_checkpointing,
                               attn_implementation=m.attn_implementation, seed=self.config.run.seed)
         check_vocab(model, self.tok)
+        if self.config.mode == "lora":
+            from .lora import apply_lora
+            model = apply_lora(model, self.config.lora)
         return model
 
     @staticmethod
@@ -127,20 +130,24 @@ class QATask:
     def has_dev(self) -> bool:
         return self.dev_windows is not None
 
-    def evaluate(self, engine, d: Dist) -> dict | None:
-        """Dev EM/F1 with the shared decoder (all ranks forward, rank 0 scores; result on every rank)."""
+    def evaluate(self, engine, d: Dist) -> tuple[dict, dict | None]:
+        """Dev EM/F1 with the shared decoder (all ranks forward, rank 0 decodes and scores).
+
+        Returns ``(scores, predictions)``: the scores on every rank, the ``{id: answer}``
+        predictions on rank 0 (None elsewhere).
+        """
         engine.eval()
         logits = predict_logits(engine, self.dev_windows, self.config.run.eval_batch_size, d.rank, d.world_size,
                                 d.device)
         engine.train()
-        result = [None]
+        result, answers = [None], None
         if d.main:
             answers = decode(self.dev_windows, *logits, self.dev, self.config.decode).predictions
             s = score(answers, self.dev_refs)
             result = [{"em": s.em, "f1": s.f1}]
         if d.world_size > 1:
             dist.broadcast_object_list(result, src=0)
-        return result[0]
+        return result[0], answers
 
 
 def _all_sum(values: list[float]) -> list[float]:
@@ -259,7 +266,7 @@ def run(config: TrainConfig, loss_hook: Callable[[int, torch.Tensor], torch.Tens
         dist.barrier()
 
     engine.train()
-    stop, loop_start = False, time.perf_counter()
+    stop, loop_start, eval_seconds = False, time.perf_counter(), 0.0
     while state["step"] < total and not stop:
         ws = task.windows(state["epoch"])
         arrays = task.arrays(ws)
@@ -302,39 +309,75 @@ def run(config: TrainConfig, loss_hook: Callable[[int, torch.Tensor], torch.Tens
                 bar.set_postfix_str(monitor.console(step, metrics))
             new_best = False
             if task.has_dev and (step % run_cfg.eval_every == 0 or step == total):
-                last_eval = task.evaluate(engine, d)
+                eval_start = time.perf_counter()
+                last_eval, answers = task.evaluate(engine, d)
                 rate.reset()  # evaluation time is not training throughput
                 monitor.log(step, last_eval, prefix="dev")
                 if state["best_em"] is None or last_eval["em"] > state["best_em"]:
                     state["best_em"], state["best_tag"], new_best = last_eval["em"], checkpoint.tag_of(step), True
+                    if d.main:  # the best model's answers, for comparisons and error analysis
+                        write_json(out / "dev_predictions.json", answers)
+                eval_seconds += time.perf_counter() - eval_start
             stop = run_cfg.stop_after is not None and step - started >= run_cfg.stop_after
             if new_best or step % run_cfg.save_every == 0 or step == total or stop:
                 save(step)
             if stop or step >= total:
                 break
     bar.close()
-    state["train_seconds"] = time.perf_counter() - loop_start  # the loop alone (evaluations included)
-    return _finish(config, engine, task, tok, state, d, out, total, monitor, last_eval)
+    seconds = time.perf_counter() - loop_start  # the loop alone (evaluations included)
+    cost = {"train_seconds": round(seconds, 3), "eval_seconds": round(eval_seconds, 3),
+            "samples_per_s": round((state["step"] - started) * global_batch / max(seconds - eval_seconds, 1e-9), 3),
+            "peak_memory": _peak_memory(d)}
+    return _finish(config, engine, task, tok, state, d, out, total, monitor, last_eval, cost)
 
 
-def _finish(config, engine, task, tok, state, d, out, total, monitor, last_eval) -> dict:
+def _peak_memory(d: Dist) -> dict:
+    """The largest peak over ranks: GPU max allocated on CUDA, else the process's peak RSS."""
+    from .monitor import peak_memory
+
+    kind, value = peak_memory(d.device)
+    return {"bytes": int(_all_max(value)), "kind": kind}
+
+
+def _all_max(value: float) -> float:
+    t = torch.tensor([value], dtype=torch.float64)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def _finish(config, engine, task, tok, state, d, out, total, monitor, last_eval, cost) -> dict:
     """Export the best (or last) checkpoint and write the summary (rank 0)."""
-    from .export import export_checkpoint
+    from .lora import parameter_counts
 
     done = state["step"] >= total
     final_tag = state["best_tag"] or checkpoint.tag_of(state["step"])
-    summary = {"steps": state["step"], "total_steps": total, "finished": done, "best_dev_em": state["best_em"],
-               "best_checkpoint": state["best_tag"], "last_dev": last_eval, "world_size": d.world_size,
-               "skipped_steps": engine.skipped_steps, "train_seconds": round(state.pop("train_seconds"), 3),
-               "windows_per_step": config.optim.global_batch_size}
+    n_total, n_trainable = parameter_counts(engine.module)
+    summary = {"mode": config.mode, "steps": state["step"], "total_steps": total, "finished": done,
+               "best_dev_em": state["best_em"], "best_checkpoint": state["best_tag"], "last_dev": last_eval,
+               "world_size": d.world_size, "precision": config.run.precision, "skipped_steps": engine.skipped_steps,
+               "windows_per_step": config.optim.global_batch_size, **cost,
+               "parameters": {"total": n_total, "trainable": n_trainable,
+                              "trainable_percent": round(100 * n_trainable / n_total, 4)}}
     dist.barrier()
     if d.main:
         if done and config.run.export:
-            module = engine.module
-            export_checkpoint(out / "checkpoints", final_tag, module.config, out / "model", tokenizer=tok,
-                              model_class=type(module))
-            summary["model"] = str(out / "model")
+            summary.update(_export(config, engine.module, out, final_tag, tok))
         write_json(out / "summary.json", summary)
         monitor.close()
     dist.barrier()
     return summary
+
+
+def _export(config: TrainConfig, module, out: Path, tag: str, tok) -> dict[str, str]:
+    """The Hugging Face model directory (and, in LoRA mode, the adapter directory) of ``tag``."""
+    from .export import export_checkpoint
+    from .lora import export_lora_checkpoint, is_peft
+
+    if is_peft(module):
+        base = module.get_base_model()
+        export_lora_checkpoint(out / "checkpoints", tag, base.config, config.lora, out / "model", out / "adapter",
+                               tokenizer=tok, base_class=type(base), base_name=config.model.name_or_path)
+        return {"model": str(out / "model"), "adapter": str(out / "adapter")}
+    export_checkpoint(out / "checkpoints", tag, module.config, out / "model", tokenizer=tok, model_class=type(module))
+    return {"model": str(out / "model")}

@@ -1,0 +1,41 @@
+"""Running `qa-scale` as a child process, plainly or under `deepspeed --num_gpus N` (CPU ranks, gloo)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def clean_env(extra: dict | None = None) -> dict:
+    """The environment for a child run: no process-group variables inherited from this process
+    (in-process DeepSpeed tests set them), our venv first on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    return {**env, "PATH": f"{BIN}:{os.environ['PATH']}", **(extra or {})}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def qa_scale(args: list, ranks: int | None, cwd: Path, env: dict | None = None, check: bool = True,
+             timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `qa-scale ARGS` plainly (ranks=None) or under `deepspeed --num_gpus ranks`."""
+    args = [str(a) for a in args]
+    for _ in range(2):  # a port taken between choosing and binding it is the one retried failure
+        cmd = [str(BIN / "qa-scale"), *args] if ranks is None else \
+            [str(BIN / "deepspeed"), "--num_gpus", str(ranks), "--master_port", str(free_port()),
+             str(BIN / "qa-scale"), *args]
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=clean_env(env))
+        if "address already in use" not in proc.stderr.lower():
+            break
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc

@@ -1,0 +1,109 @@
+"""`qa-scale predict`: logits stores hold what the model computes; settings default to the training
+config; 2 CPU ranks under the deepspeed launcher give the same logits as one process."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cli_runs import qa_scale
+from qa_scale import data, logits_store, sample_data
+from qa_scale.decode import DecodeConfig, decode
+from qa_scale.model import load_qa_model
+from qa_scale.predict import predict_logits, predict_to_store, resolve_settings
+from qa_scale.recipe import dump_recipe, load_recipe
+from qa_scale.tokenization import build_char_vocab
+from qa_scale.windows import WindowConfig, build_windows
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+WINDOWS = WindowConfig(max_seq_len=128, max_question_len=32, doc_overlap=32)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Sample data, a character vocabulary, and a tiny model exported as runs/tiny/model with its
+    training config beside it (as `qa-scale train` leaves them)."""
+    root = tmp_path_factory.mktemp("predict")
+    paths = sample_data.write_all(sample_data.SampleConfig(train_paragraphs=2, dev_paragraphs=6, test_paragraphs=2),
+                                  root / "data")
+    tok = build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
+    model = load_qa_model(None, tiny=TINY, vocab_size=max(tok.get_vocab().values()) + 1, seed=0).eval()
+    run = root / "runs" / "tiny"
+    model.save_pretrained(run / "model")
+    tok.save_pretrained(run / "model")
+    config = load_recipe(None, ["model.tiny={}", f"model.tokenizer={root / 'tok'}", "data.windows.max_seq_len=128",
+                                "data.windows.max_question_len=32", "data.windows.doc_overlap=32",
+                                "decode.max_answer_len=20"])
+    (run / "config.yaml").write_text(dump_recipe(config), encoding="utf-8")
+    return {"root": root, "paths": paths, "tok": tok, "model": model, "model_dir": run / "model"}
+
+
+def test_store_holds_the_models_logits_windows_and_answers(work, tmp_path):
+    examples = data.load(work["paths"]["squad_dev"], "lenient").examples
+    refs = data.load_references(work["paths"]["squad_dev"])
+    summary = predict_to_store(work["model"], work["tok"], examples, WINDOWS, tmp_path / "store", batch_size=5,
+                               references=refs, model_info={"path": "m"}, progress=False)
+    store = logits_store.open_store(tmp_path / "store")
+    ws = build_windows(examples, work["tok"], WINDOWS)
+    start, end = predict_logits(work["model"], ws, batch_size=5)
+    got_start, got_end = store.logits()
+    np.testing.assert_array_equal(got_start, start)
+    np.testing.assert_array_equal(got_end, end)
+    assert store.fingerprint == json.loads(json.dumps(ws.fingerprint()))
+    np.testing.assert_array_equal(store.windows.input_ids, ws.input_ids)
+    np.testing.assert_array_equal(store.windows.start_positions, ws.start_positions)  # labels travel (weight search)
+    assert store.examples == examples
+    decoded = decode(ws, start, end, examples, nbest=True)
+    assert store.predictions() == decoded.predictions
+    assert store.nbest() == json.loads(json.dumps(decoded.nbest))
+    assert summary["windows"] == len(ws) == store.shape[0] and store.meta["metrics"]["total"] == len(refs)
+    assert store.nbytes == 2 * start.nbytes
+    rows = np.concatenate([block.copy() for _, block in store.iter_rows("end_logits", chunk_rows=7)])
+    np.testing.assert_array_equal(rows, end)
+
+
+def test_fp16_store_decodes_what_it_stores(work, tmp_path):
+    examples = data.load(work["paths"]["hw7_dev"], "lenient").examples
+    predict_to_store(work["model"], work["tok"], examples, WINDOWS, tmp_path / "s16", precision="fp16", progress=False)
+    store = logits_store.open_store(tmp_path / "s16")
+    start, end = store.logits()
+    assert start.dtype == np.float16 and store.meta["logits"]["dtype"] == "fp16"
+    assert store.predictions() == decode(store.windows, start, end, examples).predictions
+
+
+def test_fp16_overflow_is_refused():
+    with pytest.raises(ValueError, match="fp16 range"):
+        logits_store.cast(np.array([[1e5, -np.inf]], np.float32), "fp16")
+
+
+def test_not_a_store_is_named(tmp_path):
+    with pytest.raises(logits_store.StoreError, match="is not a logits store"):
+        logits_store.open_store(tmp_path)
+
+
+def test_settings_default_to_the_training_config(work):
+    windows, decoding, model = resolve_settings(work["model_dir"], {}, {})
+    assert windows == WINDOWS and decoding == DecodeConfig(max_answer_len=20) and model["tiny"] == {}
+    windows, decoding, _ = resolve_settings(work["model_dir"], {"doc_step": 50}, {"n_best_size": 5})
+    assert (windows.doc_step, windows.doc_overlap, windows.max_seq_len) == (50, None, 128)
+    assert (decoding.n_best_size, decoding.max_answer_len) == (5, 20)
+    windows, _, _ = resolve_settings(work["root"], {}, {})  # no training config: the defaults
+    assert windows == WindowConfig()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_cpu_ranks_give_the_same_logits_as_one_process(work):
+    root, dev = work["root"], work["paths"]["squad_dev"]
+    args = ["predict", work["model_dir"], dev, "--batch-size", "3", "--references", dev, "--json"]
+    qa_scale([*args, "--out", root / "plain"], None, root)
+    qa_scale([*args, "--out", root / "ranks2"], 2, root)
+    one, two = logits_store.open_store(root / "plain"), logits_store.open_store(root / "ranks2")
+    assert one.meta["windows"]["doc_overlap"] == 32 and one.meta["decode"]["max_answer_len"] == 20  # config.yaml
+    assert two.meta["predict"]["world_size"] == 2 and one.meta["predict"]["world_size"] == 1
+    assert one.fingerprint == two.fingerprint
+    for a, b in zip(one.logits(), two.logits()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)  # same batches either way: equal in practice
+    assert one.predictions() == two.predictions() and one.meta["metrics"] == two.meta["metrics"]
