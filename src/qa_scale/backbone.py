@@ -87,7 +87,7 @@ class MLMTask:
 
 def backbone_config(corpus: str, tokenizer: str, output_dir: str, *, hidden_size: int = 128, layers: int = 4,
                     heads: int = 4, intermediate_size: int = 512, seq_len: int = 128, steps: int = 300,
-                    batch_size: int = 32, lr: float = 5e-4, seed: int = 0,
+                    batch_size: int = 32, micro_batch_size: int | None = None, lr: float = 5e-4, seed: int = 0,
                     deepspeed: str = "ds_configs/zero2_bf16.json", precision: str = "fp32") -> TrainConfig:
     """The masked-LM run as a :class:`TrainConfig` (saved with the checkpoints like any run)."""
     return build(TrainConfig, {
@@ -95,7 +95,7 @@ def backbone_config(corpus: str, tokenizer: str, output_dir: str, *, hidden_size
                   "tiny": {"hidden_size": hidden_size, "num_hidden_layers": layers, "num_attention_heads": heads,
                            "intermediate_size": intermediate_size, "max_position_embeddings": max(512, seq_len)}},
         "data": {"train_file": corpus, "windows": {"max_seq_len": seq_len, "max_question_len": 1, "doc_overlap": 0}},
-        "optim": {"lr": lr, "max_steps": steps, "micro_batch_size": batch_size, "global_batch_size": batch_size,
+        "optim": {"lr": lr, "max_steps": steps, "micro_batch_size": micro_batch_size or batch_size, "global_batch_size": batch_size,
                   "warmup_ratio": 0.06, "weight_decay": 0.01},
         "run": {"output_dir": output_dir, "seed": seed, "precision": precision, "deepspeed": deepspeed,
                 "save_every": steps, "eval_every": steps, "log_every": max(steps // 20, 1), "length_grouping": False},

@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, group: str | None 
             target.add_argument(flag, dest=f.name, type=items[0], nargs=len(items), default=argparse.SUPPRESS,
                                 metavar=tuple(n.upper() for n in ("min", "max")[: len(items)]) if len(items) == 2 else None,
                                 help=help_text + default_note)
+        elif typing.get_origin(kind) is list:  # any number of values
+            target.add_argument(flag, dest=f.name, type=typing.get_args(kind)[0], nargs="+",
+                                default=argparse.SUPPRESS, help=help_text)
         elif kind is bool:
             target.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text + default_note)
@@ -57,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, group: str | None 
 
 def from_arguments(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
     """Build ``cls`` from the flags the user gave (others keep the dataclass defaults)."""
+    hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names}
+    given = {k: tuple(v) if isinstance(v, list) and typing.get_origin(_base_type(hints[k])) is tuple else v
+             for k, v in vars(args).items() if k in names}
     given.update(overrides)
     return cls(**given)

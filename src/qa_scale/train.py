@@ -7,11 +7,13 @@ exports and summaries; every rank writes its own checkpoint shards (see :mod:`ch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +52,20 @@ class Dist:
         return self.rank == 0
 
 
+def _logs_to_stderr() -> contextlib.AbstractContextManager:
+    """DeepSpeed logs and prints to stdout; moved to stderr, stdout stays ours (``--json`` output)."""
+    from deepspeed.utils import logger as ds_logger
+
+    for handler in ds_logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 def init_distributed() -> Dist:
     """Join the launcher's process group, or make a one-process group when run plainly."""
-    import deepspeed
+    with contextlib.redirect_stdout(sys.stderr):
+        import deepspeed
 
     if "RANK" not in os.environ:  # plain `qa-scale train`: a world of one
         with socket.socket() as s:
@@ -63,7 +76,8 @@ def init_distributed() -> Dist:
         from deepspeed.accelerator import get_accelerator
         get_accelerator().is_fp16_supported = lambda: True
     cuda = torch.cuda.is_available()
-    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    with _logs_to_stderr():
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
     local = int(os.environ.get("LOCAL_RANK", 0))
     if cuda:
         torch.cuda.set_device(local)
