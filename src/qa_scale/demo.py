@@ -114,7 +114,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None) -> dict:
     from .logits_store import open_store
     from .predict import run as predict
 
-    cfg, out, t0 = config or DemoConfig(), Path(out_dir), time.perf_counter()
+    cfg, out, t0 = config or DemoConfig(), Path(out_dir).resolve(), time.perf_counter()
     if cfg.batch_size % cfg.ranks:
         raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of ranks {cfg.ranks}")
     timings: dict[str, float] = {}
