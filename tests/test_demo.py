@@ -37,3 +37,27 @@ def test_demo_runs_every_stage_and_writes_a_complete_submission(tmp_path):
     # a second run reuses every finished stage
     again = json.loads(qa_scale(args, None, tmp_path).stdout)
     assert again["ensemble"] == report["ensemble"] and again["seconds"]["total"] < report["seconds"]["total"]
+
+
+def test_a_stage_is_redone_when_its_command_or_inputs_change(tmp_path, monkeypatch):
+    from qa_scale import demo
+
+    calls = []
+
+    def fake_run(args, ranks, log_file):  # stands in for the launcher: writes a finished run
+        calls.append(args)
+        run_dir = tmp_path / "run"
+        run_dir.mkdir()
+        (run_dir / "summary.json").write_text(json.dumps({"finished": args[-1] != "crash"}))
+
+    monkeypatch.setattr(demo, "_qa_scale", fake_run)
+    log = tmp_path / "log"
+    key = demo._stage(tmp_path / "run", ["train", "a"], 2, log, "data-1")
+    assert demo._stage(tmp_path / "run", ["train", "a"], 2, log, "data-1") == key and len(calls) == 1  # reused
+    demo._stage(tmp_path / "run", ["train", "b"], 2, log, "data-1")  # another command
+    demo._stage(tmp_path / "run", ["train", "b"], 2, log, "data-2")  # same command, other inputs
+    demo._stage(tmp_path / "run", ["train", "b"], 1, log, "data-2")  # other rank count
+    assert len(calls) == 4
+    demo._stage(tmp_path / "run", ["train", "crash"], 1, log, "data-2")  # unfinished: never reused
+    demo._stage(tmp_path / "run", ["train", "crash"], 1, log, "data-2")
+    assert len(calls) == 6

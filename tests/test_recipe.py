@@ -66,6 +66,10 @@ def test_every_ds_config_fills_all_autos(path):
     assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (4, 4, 32)
     assert ds["gradient_clipping"] == 0.5 and ds[precision]["enabled"] is True
     assert "auto" not in json.dumps(ds)
+    if "reduce_bucket_size" in ds["zero_optimization"]:  # h*h, but never tiny buckets for small models
+        assert ds["zero_optimization"]["reduce_bucket_size"] == 1 << 20
+        big = resolve(path, cfg, world_size=2, hidden_size=2048)["zero_optimization"]
+        assert big["reduce_bucket_size"] == 2048 * 2048
     if ds["zero_optimization"]["stage"] == 3:
         assert ds["zero_optimization"]["stage3_prefetch_bucket_size"] == int(0.9 * 64 * 64)
 
@@ -90,3 +94,13 @@ def test_precision_and_blocks_must_agree():
         ds_config.batch_plan(base(**{"optim.micro_batch_size": 8, "optim.global_batch_size": 32}), 3)
     with pytest.raises(DSConfigError, match="no rule fills zero_optimization.foo"):
         resolve({"bf16": {}, "zero_optimization": {"stage": 2, "foo": "auto"}}, base(), 1, 64)
+
+
+def test_shipped_ds_config_names_resolve_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # recipes say ds_configs/…; the shipped file is found from here too
+    assert resolve("ds_configs/zero3_bf16.json", base(), world_size=1, hidden_size=64)["zero_optimization"]["stage"] == 3
+    with pytest.raises(DSConfigError, match="not found: ds_configs/zero9.json .*zero2_bf16.json"):
+        resolve("ds_configs/zero9.json", base(), world_size=1, hidden_size=64)
+    (tmp_path / "ds_configs").mkdir()  # a file of that name here wins over the shipped one
+    (tmp_path / "ds_configs" / "zero3_bf16.json").write_text(json.dumps({"bf16": {"enabled": "auto"}, "zero_optimization": {"stage": 1}}))
+    assert resolve("ds_configs/zero3_bf16.json", base(), world_size=1, hidden_size=64)["zero_optimization"]["stage"] == 1

@@ -17,11 +17,13 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from . import data, metrics, oracle, sample_data, submit
 from .config import option
@@ -41,21 +43,27 @@ class DemoConfig:
     seed: int = option(0, "seed of the sample data")
     ranks: int = option(2, "DeepSpeed CPU ranks per training run (1: plain processes, no launcher)")
     train_paragraphs: int = option(1500, "sample-data training paragraphs")
+    dev_paragraphs: int = option(200, "sample-data dev paragraphs (member and ensemble scores)")
     paragraph_chars: tuple[int, int] = option((120, 300), "MIN MAX characters per sample paragraph")
+    vocab_size: int = option(1000, "bound on the character vocabulary (the sample corpus has ~900 distinct characters)")
     hidden_size: int = option(128, "backbone width")
     layers: int = option(2, "backbone encoder layers")
     heads: int = option(4, "backbone attention heads")
-    backbone_steps: int = option(150, "masked-LM steps of the backbone")
+    backbone_steps: int = option(1000, "masked-LM steps of the backbone")
     backbone_lr: float = option(1e-3, "masked-LM peak learning rate")
     backbone_seq_len: int = option(128, "tokens per masked-LM block")
-    member_steps: int = option(250, "optimizer steps of each reader")
+    member_steps: int = option(1200, "optimizer steps of each reader")
     member_lr: float = option(1e-3, "peak learning rate of the full fine-tunes")
     lora_lr: float = option(3e-3, "peak learning rate of the LoRA reader")
     lora_r: int = option(16, "LoRA rank of the LoRA reader")
     batch_size: int = option(32, "windows per optimizer step")
-    max_seq_len: int = option(256, "reader window length in tokens")
-    doc_overlap: int = option(64, "tokens shared by consecutive windows")
-    max_question_len: int = option(48, "question tokens kept")
+    # Short windows: a small reader from a briefly pre-trained backbone learns far faster on
+    # 64-token windows (one answer window per question) than on 256-token ones, at equal time.
+    max_seq_len: int = option(64, "reader window length in tokens")
+    doc_overlap: int = option(16, "tokens shared by consecutive windows")
+    max_question_len: int = option(32, "question tokens kept")
+    strategy: Literal["random_answer", "all"] = option(
+        "random_answer", "training windows: one answer window per question, or every window")
     members: list[str] = field(default_factory=lambda: ["full:1", "full:2", "lora:1"], metadata={
         "help": "readers as MODE:SEED"})
 
@@ -85,23 +93,37 @@ def _qa_scale(args: list, ranks: int, log_file: Path) -> None:
         raise RuntimeError(f"{shlex.join(cmd)} failed (exit {proc.returncode}); end of {log_file}:\n{tail}")
 
 
-def _finished(run_dir: Path) -> bool:
-    path = run_dir / "summary.json"
-    return path.exists() and json.loads(path.read_text(encoding="utf-8")).get("finished", False)
+def _stage(run_dir: Path, args: list, ranks: int, log_file: Path, inputs: str) -> str:
+    """Run ``qa-scale ARGS`` into ``run_dir`` unless it holds a finished run of this very command.
+
+    ``inputs`` names what the command reads (data settings, the backbone's own stage key), so a
+    stage is redone when anything upstream changed. Returns this stage's key for its dependents.
+    """
+    key = json.dumps({"args": [str(a) for a in args], "ranks": ranks, "inputs": inputs}, ensure_ascii=False)
+    stamp, summary = run_dir / "demo_stage.json", run_dir / "summary.json"
+    if stamp.exists() and stamp.read_text(encoding="utf-8") == key and summary.exists() \
+            and json.loads(summary.read_text(encoding="utf-8")).get("finished", False):
+        log.info("  reusing %s", run_dir)
+        return key
+    if run_dir.exists():  # another configuration, or an unfinished run: start over
+        shutil.rmtree(run_dir)
+    _qa_scale(args, ranks, log_file)
+    stamp.write_text(key, encoding="utf-8")
+    return key
 
 
 def _member_overrides(cfg: DemoConfig, paths: dict, backbone: Path, mode: str, seed: int, out: Path) -> list[str]:
     w = cfg.windows()
     values = {
         "mode": mode, "model.name_or_path": backbone, "data.train_file": paths["squad_train"],
-        "data.dev_file": paths["squad_dev"], "data.strategy": "all",
+        "data.dev_file": paths["squad_dev"], "data.strategy": cfg.strategy,
         "data.windows.max_seq_len": w.max_seq_len, "data.windows.max_question_len": w.max_question_len,
         "data.windows.doc_overlap": w.doc_overlap, "data.cache_dir": out.parent / "cache",
         "optim.lr": cfg.lora_lr if mode == "lora" else cfg.member_lr, "optim.max_steps": cfg.member_steps,
         "optim.micro_batch_size": cfg.batch_size // cfg.ranks, "optim.global_batch_size": cfg.batch_size,
         "optim.warmup_ratio": 0.06, "optim.weight_decay": 0.01, "lora.r": cfg.lora_r, "lora.alpha": 2 * cfg.lora_r,
         "lora.dropout": 0.0, "run.seed": seed, "run.output_dir": out, "run.precision": "fp32",
-        "run.deepspeed": ROOT / "ds_configs" / "zero2_bf16.json", "run.eval_every": cfg.member_steps,
+        "run.deepspeed": ROOT / "ds_configs" / "zero2_bf16.json", "run.eval_every": max(1, cfg.member_steps // 4),
         "run.save_every": cfg.member_steps, "run.log_every": 20, "run.tensorboard": "false",
         "decode.max_answer_len": 32,
     }
@@ -124,11 +146,13 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None) -> dict:
         return time.perf_counter()
 
     log.info("1/7 sample data → %s", out / "data")
-    paths = sample_data.write_all(sample_data.SampleConfig(
-        seed=cfg.seed, train_paragraphs=cfg.train_paragraphs, paragraph_chars=tuple(cfg.paragraph_chars)), out / "data")
+    sample = sample_data.SampleConfig(seed=cfg.seed, train_paragraphs=cfg.train_paragraphs,
+                                      dev_paragraphs=cfg.dev_paragraphs, paragraph_chars=tuple(cfg.paragraph_chars))
+    paths = sample_data.write_all(sample, out / "data")
+    data_key = json.dumps({"sample": asdict(sample), "vocab_size": cfg.vocab_size})
     log.info("2/7 character vocabulary and oracle fidelity of the dev windows")
     lines = paths["corpus"].read_text(encoding="utf-8").splitlines()
-    tok = build_char_vocab(lines, out / "tokenizer", vocab_size=6000)
+    tok = build_char_vocab(lines, out / "tokenizer", vocab_size=cfg.vocab_size)
     dev = data.load(paths["squad_dev"], "strict")
     report: dict = {"config": asdict(cfg), "windows": {**vars(cfg.windows()), "stride": cfg.windows().stride()},
                     "dev_oracle": oracle.oracle_fidelity(dev.examples, tok, cfg.windows()).to_dict(max_listed=10)}
@@ -137,11 +161,11 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None) -> dict:
     backbone_run = out / "backbone"
     log.info("3/7 masked-LM backbone (%d layers, hidden %d, %d steps, %d ranks)", cfg.layers, cfg.hidden_size,
              cfg.backbone_steps, cfg.ranks)
-    if not _finished(backbone_run):
-        _qa_scale(["backbone", paths["corpus"], "--tokenizer", out / "tokenizer", "--out", backbone_run,
-                   "--hidden-size", cfg.hidden_size, "--layers", cfg.layers, "--heads", cfg.heads,
-                   "--seq-len", cfg.backbone_seq_len, "--steps", cfg.backbone_steps, "--lr", cfg.backbone_lr,
-                   "--batch-size", cfg.batch_size, "--seed", cfg.seed], cfg.ranks, out / "logs" / "backbone.log")
+    backbone_args = ["backbone", paths["corpus"], "--tokenizer", out / "tokenizer", "--out", backbone_run,
+                     "--hidden-size", cfg.hidden_size, "--layers", cfg.layers, "--heads", cfg.heads,
+                     "--seq-len", cfg.backbone_seq_len, "--steps", cfg.backbone_steps, "--lr", cfg.backbone_lr,
+                     "--batch-size", cfg.batch_size, "--seed", cfg.seed]
+    backbone_key = _stage(backbone_run, backbone_args, cfg.ranks, out / "logs" / "backbone.log", data_key)
     report["backbone"] = json.loads((backbone_run / "summary.json").read_text(encoding="utf-8"))
     t = lap("backbone", t)
 
@@ -151,9 +175,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None) -> dict:
         name = f"{mode}_s{seed}"
         run_dir = out / "members" / name
         log.info("4/7 reader %d/%d: %s fine-tuning, seed %s", i + 1, len(cfg.members), mode, seed)
-        if not _finished(run_dir):
-            _qa_scale(["train", *_member_overrides(cfg, paths, backbone_run / "model", mode, int(seed), run_dir)],
-                      cfg.ranks, out / "logs" / f"{name}.log")
+        _stage(run_dir, ["train", *_member_overrides(cfg, paths, backbone_run / "model", mode, int(seed), run_dir)],
+               cfg.ranks, out / "logs" / f"{name}.log", backbone_key)
         members.append((name, run_dir))
         t = lap(f"train_{name}", t)
 

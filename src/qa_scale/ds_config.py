@@ -46,6 +46,26 @@ def batch_plan(config: TrainConfig, world_size: int) -> tuple[int, int, int]:
     return micro, total // (micro * world_size), total
 
 
+MIN_REDUCE_BUCKET = 1 << 20  # elements
+SHIPPED = Path(__file__).resolve().parents[2] / "ds_configs"
+
+
+def find_template(path: str | Path) -> Path:
+    """A DeepSpeed JSON path as given, or else the shipped config of that name (``ds_configs/``).
+
+    Recipes say ``ds_configs/zero2_bf16.json``; that works from the project root and, through
+    the fallback, from any other working directory.
+    """
+    given = Path(path)
+    if given.is_file():
+        return given
+    shipped = SHIPPED / given.name
+    if not given.is_absolute() and given.parent.name in ("ds_configs", "") and shipped.is_file():
+        return shipped
+    raise DSConfigError(f"DeepSpeed config not found: {path} (shipped configs: "
+                        f"{', '.join(sorted(p.name for p in SHIPPED.glob('*.json')))})")
+
+
 def resolve(template: dict | str | Path, config: TrainConfig, world_size: int,
             hidden_size: int | None = None) -> dict:
     """Fill a DeepSpeed template for this run.
@@ -61,10 +81,7 @@ def resolve(template: dict | str | Path, config: TrainConfig, world_size: int,
             the template brings its own optimizer or scheduler, or an ``"auto"`` has no rule.
     """
     if not isinstance(template, dict):
-        try:
-            template = json.loads(Path(template).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DSConfigError(f"DeepSpeed config not found: {template}") from None
+        template = json.loads(find_template(template).read_text(encoding="utf-8"))
     ds = copy.deepcopy(template)
     for block in ("optimizer", "scheduler"):
         if block in ds:
@@ -85,7 +102,10 @@ def resolve(template: dict | str | Path, config: TrainConfig, world_size: int,
             _fill(ds[name], "enabled", name == precision, f"{name}.")
 
     zero = ds.get("zero_optimization", {})
-    rules = {"reduce_bucket_size": lambda h: h * h, "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
+    # h*h elements is the usual bucket for large models (1M at hidden 1024); small models get at
+    # least that many too, or a hidden-128 model would all-reduce 30 tiny buckets per step.
+    rules = {"reduce_bucket_size": lambda h: max(h * h, MIN_REDUCE_BUCKET),
+             "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
              "stage3_param_persistence_threshold": lambda h: 10 * h}
     for key, rule in rules.items():
         if zero.get(key) == "auto":

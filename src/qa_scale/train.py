@@ -62,6 +62,33 @@ def _logs_to_stderr() -> contextlib.AbstractContextManager:
     return contextlib.redirect_stdout(sys.stderr)
 
 
+def _shm_buffer() -> Path:
+    """This rank's shared-memory all-reduce buffer of DeepSpeed's CPU backend (csrc/cpu/comm/shm.cpp).
+
+    DeepSpeed names it after the master address and port and never removes it: every CPU run
+    would leave 69 MB per rank in /dev/shm, and a later run that gets the same port would find
+    the old buffer, whose peers map it before its owner re-initialises it — a race that can
+    corrupt the first all-reduces. Each rank removes its own name before and after joining.
+    """
+    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ['MASTER_ADDR']}_"
+            f"{os.environ['MASTER_PORT']}_{os.environ['RANK']}")
+    return Path("/dev/shm") / name
+
+
+def share_cpu_threads() -> int:
+    """Give each CPU rank its share of the cores, unless OMP_NUM_THREADS says otherwise.
+
+    The deepspeed launcher starts every rank with PyTorch's default of one thread per core, so
+    two CPU ranks on two cores run four busy threads and each step takes about twice as long
+    as it would with one thread per rank.
+    """
+    if "OMP_NUM_THREADS" not in os.environ:
+        ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", 1)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // max(1, ranks_here)))
+    return torch.get_num_threads()
+
+
 def init_distributed() -> Dist:
     """Join the launcher's process group, or make a one-process group when run plainly."""
     with contextlib.redirect_stdout(sys.stderr):
@@ -76,11 +103,17 @@ def init_distributed() -> Dist:
         from deepspeed.accelerator import get_accelerator
         get_accelerator().is_fp16_supported = lambda: True
     cuda = torch.cuda.is_available()
+    if not cuda:  # a stale buffer under our name would be opened by the peers before we re-create it
+        _shm_buffer().unlink(missing_ok=True)
     with _logs_to_stderr():
         deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
     local = int(os.environ.get("LOCAL_RANK", 0))
     if cuda:
         torch.cuda.set_device(local)
+    else:
+        dist.barrier()  # every rank has mapped every buffer: the names can go, the memory stays
+        _shm_buffer().unlink(missing_ok=True)
+        share_cpu_threads()
     return Dist(dist.get_rank(), dist.get_world_size(), torch.device("cuda", local) if cuda else torch.device("cpu"))
 
 
