@@ -83,3 +83,20 @@ def test_errors_are_reported_not_raised(sample, tmp_path, capsys):
     assert "cannot load tokenizer 'no-such-org/no-such-model'" in capsys.readouterr().err
 
 
+
+
+def test_train_leaves_its_process_group_before_exiting(sample, tmp_path, monkeypatch):
+    # Left to interpreter shutdown, gloo's threads can abort the process after a finished run.
+    import torch.distributed as dist
+
+    from cli_runs import DIST_VARS
+    for name in DIST_VARS:  # a world of one, made by `train` itself; restored afterwards
+        monkeypatch.setenv(name, "unset")
+        monkeypatch.delenv(name)
+    assert main(["train", f"model.tokenizer={sample / 'tok'}",
+                 "model.tiny={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32}",
+                 f"data.train_file={sample / 'squad_train.json'}", "data.dev_file=null", "optim.max_steps=2",
+                 "optim.micro_batch_size=2", "optim.global_batch_size=2", f"run.output_dir={tmp_path / 'run'}",
+                 "run.precision=fp32", "run.export=false", "run.tensorboard=false"]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["finished"]
+    assert not dist.is_initialized()

@@ -561,11 +561,31 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .submit import SubmissionError
     from .tokenization import TokenizerError
+    ok = False
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        ok = True
+        return code
     except (DataError, TokenizerError, SubmissionError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"qa-scale {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group(ok)
+
+
+def _leave_process_group(ok: bool) -> None:
+    """Destroy the process group a command joined (train, backbone, predict) before exiting.
+
+    Left to interpreter shutdown, gloo's worker threads can be torn down while joinable and the
+    process aborts ("terminate called without an active exception", exit -6) after its work is
+    done — which the launcher reports as a failed run.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    if ok:
+        dist.barrier()  # no rank tears down while another still talks to it
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
