@@ -85,18 +85,17 @@ def test_errors_are_reported_not_raised(sample, tmp_path, capsys):
 
 
 
-def test_train_leaves_its_process_group_before_exiting(sample, tmp_path, monkeypatch):
+def test_train_leaves_its_process_group_before_exiting(sample, tmp_path):
     # Left to interpreter shutdown, gloo's threads can abort the process after a finished run.
-    import torch.distributed as dist
-
-    from cli_runs import DIST_VARS
-    for name in DIST_VARS:  # a world of one, made by `train` itself; restored afterwards
-        monkeypatch.setenv(name, "unset")
-        monkeypatch.delenv(name)
-    assert main(["train", f"model.tokenizer={sample / 'tok'}",
-                 "model.tiny={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32}",
-                 f"data.train_file={sample / 'squad_train.json'}", "data.dev_file=null", "optim.max_steps=2",
-                 "optim.micro_batch_size=2", "optim.global_batch_size=2", f"run.output_dir={tmp_path / 'run'}",
-                 "run.precision=fp32", "run.export=false", "run.tensorboard=false"]) == 0
+    # A child process: DeepSpeed caches its groups, so this process must never lose its own.
+    from cli_runs import clean_env
+    args = ["train", f"model.tokenizer={sample / 'tok'}",
+            "model.tiny={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32}",
+            f"data.train_file={sample / 'squad_train.json'}", "data.dev_file=null", "optim.max_steps=2",
+            "optim.micro_batch_size=2", "optim.global_batch_size=2", f"run.output_dir={tmp_path / 'run'}",
+            "run.precision=fp32", "run.export=false", "run.tensorboard=false"]
+    script = ("import sys, torch.distributed as dist\nfrom qa_scale.cli import main\n"
+              f"code = main({args!r})\nprint('code', code, 'initialized', dist.is_initialized())")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=clean_env(), check=True)
+    assert proc.stdout.splitlines()[-1] == "code 0 initialized False", proc.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["finished"]
-    assert not dist.is_initialized()
