@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from . import data, metrics, oracle, sample_data, submit
+from . import data, ds_config, metrics, oracle, sample_data, submit
 from .config import option
 from .baselines import trivial_baselines
 from .files import write_json
@@ -33,7 +33,6 @@ from .tokenization import build_char_vocab
 from .windows import WindowConfig
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -123,7 +122,7 @@ def _member_overrides(cfg: DemoConfig, paths: dict, backbone: Path, mode: str, s
         "optim.micro_batch_size": cfg.batch_size // cfg.ranks, "optim.global_batch_size": cfg.batch_size,
         "optim.warmup_ratio": 0.06, "optim.weight_decay": 0.01, "lora.r": cfg.lora_r, "lora.alpha": 2 * cfg.lora_r,
         "lora.dropout": 0.0, "run.seed": seed, "run.output_dir": out, "run.precision": "fp32",
-        "run.deepspeed": ROOT / "ds_configs" / "zero2_bf16.json", "run.eval_every": max(1, cfg.member_steps // 4),
+        "run.deepspeed": ds_config.SHIPPED / "zero2_bf16.json", "run.eval_every": max(1, cfg.member_steps // 4),
         "run.save_every": cfg.member_steps, "run.log_every": 20, "run.tensorboard": "false",
         "decode.max_answer_len": 32,
     }
