@@ -1,4 +1,4 @@
-"""Benchmark: ``qa_scale.decode.decode`` against the Hugging Face ``utils_qa`` n-best loop.
+"""Benchmark: ``qa_scale.evaluation.decode.decode`` against the Hugging Face ``utils_qa`` n-best loop.
 
 What is compared: the wall time and the answers of two decoders given *the same* window set
 (CMRC 2018 dev, 384-token windows, 128 tokens of overlap) and *the same* float32 logits:
@@ -50,9 +50,9 @@ from pathlib import Path
 import numpy as np
 
 from qa_scale.data import load
-from qa_scale.decode import DecodeConfig, decode
-from qa_scale.tokenization import load_tokenizer
-from qa_scale.windows import WindowConfig, build_windows
+from qa_scale.data.tokenization import load_tokenizer
+from qa_scale.data.windows import WindowConfig, build_windows
+from qa_scale.evaluation.decode import DecodeConfig, decode
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

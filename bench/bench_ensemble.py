@@ -2,11 +2,11 @@
 
 Setting: CMRC 2018 dev (3,219 examples, ``load(path, "lenient")``), the bert-base-chinese
 vocabulary, ``WindowConfig(max_seq_len=384, max_question_len=64, doc_overlap=128)`` → 6,327
-windows. Five stores are written with :func:`qa_scale.logits_store.write_store`. Each holds
+windows. Five stores are written with :func:`qa_scale.inference.logits_store.write_store`. Each holds
 the ``realistic`` synthetic logits of ``bench_decode.py`` (noise, gold bumps, decoys) drawn
 with its own seed, as ``--precision`` arrays (default fp32, padded to 384 tokens).
 
-Time: the same code path (``qa_scale.ensemble.ensemble``) with one and with five stores.
+Time: the same code path (``qa_scale.ensemble.combine.ensemble``) with one and with five stores.
 It opens the stores, loads the windows and examples of the first, streams the weighted mean
 of the logits and decodes with the shared decoder. Timed with n-best lists (what
 ``qa-scale ensemble`` writes) and without (answers only). Target: five ≤ 2 × one. The bare
@@ -55,11 +55,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_decode import make_logits  # noqa: E402  (the same synthetic logits)
 
 from qa_scale.data import load  # noqa: E402
-from qa_scale.decode import decode  # noqa: E402
-from qa_scale.ensemble import ensemble, mean_logits  # noqa: E402
-from qa_scale.logits_store import cast, open_store, write_store  # noqa: E402
-from qa_scale.tokenization import load_tokenizer  # noqa: E402
-from qa_scale.windows import WindowConfig, build_windows  # noqa: E402
+from qa_scale.data.tokenization import load_tokenizer  # noqa: E402
+from qa_scale.data.windows import WindowConfig, build_windows  # noqa: E402
+from qa_scale.ensemble.combine import ensemble, mean_logits  # noqa: E402
+from qa_scale.evaluation.decode import decode  # noqa: E402
+from qa_scale.inference.logits_store import cast, open_store, write_store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

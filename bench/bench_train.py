@@ -2,7 +2,7 @@
 
 What is compared, side by side on one machine, alternating runs (ours, baseline, ours, …):
 
-* ours: ``qa_scale.train.run`` — the DeepSpeed engine (ZeRO-2 template, fp32 on CPU, one
+* ours: ``qa_scale.training.loop.run`` — the DeepSpeed engine (ZeRO-2 template, fp32 on CPU, one
   process), micro-batches padded to their longest window, windows grouped by length;
 * baseline: ``transformers.Trainer`` in the style of ``examples/pytorch/question-answering/
   run_qa.py``: every window padded to ``max_seq_len`` (``padding="max_length"``), the default
@@ -46,10 +46,10 @@ def prepare(work: Path, args) -> None:
         (work / "tok").mkdir(parents=True)
         (work / "tok" / "vocab.txt").write_bytes((SHARED / "bert-base-chinese-vocab.txt").read_bytes())
         return
-    from qa_scale import sample_data
-    from qa_scale.tokenization import build_char_vocab
+    from qa_scale import synthetic
+    from qa_scale.data.tokenization import build_char_vocab
 
-    paths = sample_data.write_all(sample_data.SampleConfig(seed=args.seed, dev_paragraphs=1, test_paragraphs=1),
+    paths = synthetic.write_all(synthetic.SampleConfig(seed=args.seed, dev_paragraphs=1, test_paragraphs=1),
                                   work / "data")
     build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), work / "tok", vocab_size=6000)
 
@@ -59,8 +59,8 @@ def train_file(work: Path, args) -> Path:
 
 
 def run_ours(work: Path, args) -> dict:
-    from qa_scale.recipe import load_recipe
-    from qa_scale.train import run
+    from qa_scale.training.loop import run
+    from qa_scale.training.recipe import load_recipe
 
     overrides = [f"model.tokenizer={work / 'tok' / 'vocab.txt' if args.data == 'cmrc' else work / 'tok'}",
                  f"model.tiny={json.dumps(TINY)}", f"data.train_file={train_file(work, args)}",
@@ -82,9 +82,9 @@ def run_baseline(work: Path, args) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from qa_scale import data
-    from qa_scale.model import load_qa_model
-    from qa_scale.tokenization import load_tokenizer
-    from qa_scale.windows import WindowConfig, build_windows
+    from qa_scale.data.tokenization import load_tokenizer
+    from qa_scale.data.windows import WindowConfig, build_windows
+    from qa_scale.modeling.model import load_qa_model
 
     tok = load_tokenizer(work / "tok" / "vocab.txt" if args.data == "cmrc" else work / "tok")
     examples = [ex for ex in data.load(train_file(work, args), "lenient").examples if ex.answers]

@@ -1,4 +1,4 @@
-"""Benchmark: ``qa_scale.windows.build_windows`` against the bare fast-tokenizer overflow call.
+"""Benchmark: ``qa_scale.data.windows.build_windows`` against the bare fast-tokenizer overflow call.
 
 What is compared: the wall time of cutting CMRC 2018 dev into 384-token windows with 128
 context tokens of overlap, two ways, in one process with one tokenizer:
@@ -46,8 +46,8 @@ import tokenizers
 import transformers
 
 from qa_scale.data import load
-from qa_scale.tokenization import load_tokenizer
-from qa_scale.windows import WindowConfig, build_windows
+from qa_scale.data.tokenization import load_tokenizer
+from qa_scale.data.windows import WindowConfig, build_windows
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -8,15 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from qa_scale.runtime.processes import child_env
+
 BIN = Path(sys.executable).parent
-DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def clean_env(extra: dict | None = None) -> dict:
     """The environment for a child run: no process-group variables inherited from this process
     (in-process DeepSpeed tests set them), our venv first on PATH."""
-    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
-    return {**env, "PATH": f"{BIN}:{os.environ['PATH']}", **(extra or {})}
+    return child_env({"PATH": f"{BIN}:{os.environ['PATH']}", **(extra or {})})
 
 
 def free_port() -> int:

@@ -49,7 +49,7 @@ CORPUS = [
 @pytest.fixture(scope="session")
 def char_tokenizer(tmp_path_factory):
     """A character-level WordPiece tokenizer built from CORPUS (no shared data needed)."""
-    from qa_scale.tokenization import build_char_vocab
+    from qa_scale.data.tokenization import build_char_vocab
 
     return build_char_vocab(CORPUS * 3, tmp_path_factory.mktemp("vocab"), vocab_size=600)
 
@@ -57,6 +57,6 @@ def char_tokenizer(tmp_path_factory):
 @pytest.fixture(scope="session")
 def bert_tokenizer():
     """The real Chinese BERT tokenizer (MacBERT / RoBERTa-wwm vocabulary) from ../shared/data."""
-    from qa_scale.tokenization import load_tokenizer
+    from qa_scale.data.tokenization import load_tokenizer
 
     return load_tokenizer(require_shared(SHARED_DATA / "bert-base-chinese-vocab.txt"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qa_scale.batches import collate, global_batches, rank_micro_batches
+from qa_scale.data.batches import collate, global_batches, rank_micro_batches
 
 
 def test_order_is_deterministic_and_independent_of_world_size():

@@ -65,7 +65,7 @@ def test_evaluate_and_submit_round_trip(sample, tmp_path, capsys):
 
 
 def test_windows_command_writes_a_dataset(sample, tmp_path):
-    from qa_scale.window_store import load_windows
+    from qa_scale.data.window_store import load_windows
     assert main(["windows", str(sample / "squad_dev.json"), "--tokenizer", str(sample / "tok"), "--max-seq-len", "96",
                  "--doc-overlap", "16", "--out", str(tmp_path / "w")]) == 0
     ws = load_windows(tmp_path / "w")

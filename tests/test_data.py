@@ -150,3 +150,27 @@ def test_real_cmrc_dev_bad_answers_counted(shared_data):
     assert all(ex.context[a.start:a.end] == a.text for ex in ds.examples for a in ex.answers)
     refs = data.load_references(path)
     assert sum(map(len, refs.values())) == 9657 and list(refs) == [ex.id for ex in ds.examples]
+
+
+def test_a_new_data_format_is_one_registration(tmp_path, monkeypatch):
+    """Extending qa-scale: a format registered by name is detected, read, scored and submitted by it."""
+    from qa_scale.cli import build_parser
+    from qa_scale.data.formats import FORMATS, DataFormat, RawQuestion
+
+    def read(raw, path):
+        for q in raw["items"]:
+            yield RawQuestion(str(q["qid"]), q["q"], q["passage"], [(q["a"], q["passage"].find(q["a"]))])
+
+    flat = DataFormat(name="flat", description="a test format, top-level 'items'",
+                      detect=lambda raw: isinstance(raw, dict) and "items" in raw, read=read,
+                      exact_accuracy=True, submission="csv")
+    monkeypatch.setitem(FORMATS._entries, "flat", flat)
+    path = tmp_path / "flat.json"
+    path.write_text(json.dumps({"items": [{"qid": 7, "q": "哪里？", "passage": "他住在北京。", "a": "北京"}]},
+                               ensure_ascii=False), encoding="utf-8")
+    ds = data.load(path)
+    assert ds.report.format == "flat" and ds.examples[0].answers[0] == Answer("北京", 3)
+    refs = data.load_references(path)
+    assert refs == {"7": ["北京"]} and refs.exact_accuracy and refs.format.submission == "csv"
+    args = build_parser().parse_args(["check-data", str(path), "--format", "flat", "--tokenizer", "x"])
+    assert args.fmt == "flat"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import CORPUS
+
 from qa_scale.data import Example
-from qa_scale.decode import DecodeConfig, balance_span, decode
-from qa_scale.windows import WindowConfig, build_windows
+from qa_scale.data.windows import WindowConfig, build_windows
+from qa_scale.evaluation.decode import DecodeConfig, balance_span, decode
 
 CFG = WindowConfig(max_seq_len=32, max_question_len=8, doc_overlap=6)
 

@@ -7,7 +7,6 @@ import csv
 import json
 
 import pytest
-
 from cli_runs import qa_scale
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -40,7 +39,7 @@ def test_demo_runs_every_stage_and_writes_a_complete_submission(tmp_path):
 
 
 def test_a_stage_is_redone_when_its_command_or_inputs_change(tmp_path, monkeypatch):
-    from qa_scale import demo
+    from qa_scale.workflows import demo
 
     calls = []
 

@@ -10,16 +10,24 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax
 
-from qa_scale import data, logits_store, sample_data
+from qa_scale import data, synthetic
 from qa_scale.cli import main
-from qa_scale.decode import decode
-from qa_scale.ensemble import EnsembleError, check_compatible, ensemble, mean_logits, normalise, parse_weights
-from qa_scale.ensemble_recipe import load_recipe, resolve
-from qa_scale.model import load_qa_model
-from qa_scale.predict import predict_to_store
-from qa_scale.tokenization import build_char_vocab
-from qa_scale.weight_search import search_weights, split_ids
-from qa_scale.windows import WindowConfig, build_windows
+from qa_scale.data.tokenization import build_char_vocab
+from qa_scale.data.windows import WindowConfig, build_windows
+from qa_scale.ensemble.combine import (
+    EnsembleError,
+    check_compatible,
+    ensemble,
+    mean_logits,
+    normalise,
+    parse_weights,
+)
+from qa_scale.ensemble.spec import load_recipe, resolve
+from qa_scale.ensemble.weight_search import search_weights, split_ids
+from qa_scale.evaluation.decode import decode
+from qa_scale.inference import logits_store
+from qa_scale.inference.predict import predict_to_store
+from qa_scale.modeling.model import load_qa_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
@@ -30,7 +38,7 @@ WINDOWS = WindowConfig(max_seq_len=128, max_question_len=32, doc_overlap=32)
 def work(tmp_path_factory):
     """Two tiny models' stores on dev, and stores that differ in one thing each."""
     root = tmp_path_factory.mktemp("ensemble")
-    paths = sample_data.write_all(sample_data.SampleConfig(train_paragraphs=2, dev_paragraphs=10, test_paragraphs=2),
+    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=2, dev_paragraphs=10, test_paragraphs=2),
                                   root / "data")
     lines = paths["corpus"].read_text("utf-8").splitlines()
     tok = build_char_vocab(lines, root / "tok", vocab_size=3000)
@@ -80,7 +88,7 @@ def test_weighted_mean_streams_the_exact_math(work):
     np.testing.assert_allclose(start[finite], (0.25 * sa + 0.75 * sb)[finite], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(end[finite], (0.25 * ea + 0.75 * eb)[finite], rtol=1e-6, atol=1e-6)
     assert np.isneginf(start[~finite]).all()  # padding stays −inf
-    ls, _ = mean_logits([a, b], log_softmax=True, chunk_rows=5)
+    ls, _ = mean_logits([a, b], rule="mean_log_softmax", chunk_rows=5)
     want = 0.5 * log_softmax(np.asarray(sa), axis=1) + 0.5 * log_softmax(np.asarray(sb), axis=1)
     np.testing.assert_allclose(ls[finite], want[finite], rtol=1e-5, atol=1e-5)
     only_b, _ = mean_logits([a, b], [0, 2])  # a zero weight leaves the member out
@@ -136,7 +144,7 @@ def signal(work):
     """Stores with something to find: two members that each know half of the examples well (gold
     bumps of 3 vs 1 over N(0, 1) noise, halves swapped), and a third that is pure N(0, 4) noise."""
     root = work["root"]
-    paths = sample_data.write_all(sample_data.SampleConfig(seed=1, train_paragraphs=1, dev_paragraphs=50,
+    paths = synthetic.write_all(synthetic.SampleConfig(seed=1, train_paragraphs=1, dev_paragraphs=50,
                                                            test_paragraphs=1), root / "signal_data")
     dev = data.load(paths["squad_dev"], "lenient").examples
     ws = build_windows(dev, work["tok"], WINDOWS)
@@ -205,8 +213,8 @@ def test_search_writes_a_recipe_that_ensemble_takes_back(work, signal, tmp_path,
 
 def test_bad_recipes_are_refused(tmp_path):
     cases = {"members: []": "non-empty list", "members: [{store: x, weight: -1}]": "weight must be a number",
-             "members: [{stor: x, weight: 1}]": "did you mean 'store'", "members: [{weight: 1}]": "give its store",
-             "members: [{store: x, weight: 1}]\nlog_sofmax: true": "did you mean 'log_softmax'"}
+             "members: [{stor: x, weight: 1}]": "did you mean store", "members: [{weight: 1}]": "give its store",
+             "members: [{store: x, weight: 1}]\nlog_sofmax: true": "did you mean log_softmax"}
     for text, message in cases.items():
         (tmp_path / "r.yaml").write_text(text, encoding="utf-8")
         with pytest.raises(EnsembleError, match=message):
@@ -217,3 +225,22 @@ def test_bad_recipes_are_refused(tmp_path):
 def test_every_shipped_recipe_loads(path):
     recipe = load_recipe(path)
     assert recipe.members and sum(recipe.weights) > 0 and all(m.model for m in recipe.members)
+
+
+def test_a_new_combination_rule_is_one_registration(work, monkeypatch, tmp_path):
+    """Extending qa-scale: a rule registered by name is usable by the API and by ensemble recipes."""
+    from qa_scale.ensemble import rules
+
+    rule = rules.CombineRule("half_logits", "half of each member's logits (a test rule)", lambda block: block * 0.5)
+    monkeypatch.setitem(rules.RULES._entries, rule.name, rule)
+    a, b = work["stores"]["a"], work["stores"]["b"]
+    start, _ = mean_logits([a, b], rule="half_logits")
+    plain, _ = mean_logits([a, b])
+    finite = np.isfinite(plain)
+    np.testing.assert_allclose(start[finite], 0.5 * plain[finite], rtol=1e-6)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"members: [{{store: {a.path}, weight: 1}}, {{store: {b.path}, weight: 1}}]\n"
+                      "combine: half_logits\n", encoding="utf-8")
+    assert load_recipe(recipe).combine == "half_logits"
+    with pytest.raises(ValueError, match="registered: mean_logits, mean_log_softmax"):
+        rules.get("no_such_rule")

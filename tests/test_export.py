@@ -16,16 +16,16 @@ import torch
 from conftest import CORPUS
 
 from qa_scale.data import Answer, Example
-from qa_scale.decode import decode
-from qa_scale.export import (
+from qa_scale.data.tokenization import load_tokenizer
+from qa_scale.data.windows import WindowConfig, build_windows
+from qa_scale.evaluation.decode import decode
+from qa_scale.modeling.model import build_mlm_model, load_qa_model, tiny_bert_config
+from qa_scale.training.export import (
     ExportError,
     consolidated_state_dict,
     export_checkpoint,
     export_state_dict,
 )
-from qa_scale.model import build_mlm_model, load_qa_model, tiny_bert_config
-from qa_scale.tokenization import load_tokenizer
-from qa_scale.windows import WindowConfig, build_windows
 
 # Two contexts, so that a few steps teach the tiny model both answers.
 EXAMPLES = [

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from cli_runs import qa_scale
-from qa_scale import data, sample_data
-from qa_scale.baselines import trivial_baselines
+
+from qa_scale import data, synthetic
+from qa_scale.evaluation.baselines import trivial_baselines
 
 pytestmark = [pytest.mark.slow]
 
@@ -19,7 +19,7 @@ BACKBONE_STEPS, READER_STEPS = 300, 600
 
 
 def test_reader_fine_tuned_from_the_offline_backbone_is_far_above_trivial(tmp_path):
-    paths = sample_data.write_all(sample_data.SampleConfig(
+    paths = synthetic.write_all(synthetic.SampleConfig(
         train_paragraphs=1500, dev_paragraphs=60, test_paragraphs=1, paragraph_chars=(120, 300)), tmp_path / "data")
     qa_scale(["vocab", paths["corpus"], "--out", tmp_path / "tok"], None, tmp_path)
     qa_scale(["backbone", paths["corpus"], "--tokenizer", tmp_path / "tok", "--out", tmp_path / "backbone",

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from cli_runs import qa_scale
-from qa_scale import sample_data
-from qa_scale.lora import LoraSection, apply_lora, parameter_counts
+
+from qa_scale import synthetic
+from qa_scale.modeling.lora import LoraSection, apply_lora, parameter_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 12
@@ -22,11 +22,11 @@ LOSS_RTOL = 1e-4  # as for full fine-tuning: fp32, same global batches, only the
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """Sample data, a character vocabulary, and a tiny masked-LM backbone saved like `qa-scale backbone`'s."""
-    from qa_scale.model import build_mlm_model, tiny_bert_config
-    from qa_scale.tokenization import build_char_vocab
+    from qa_scale.data.tokenization import build_char_vocab
+    from qa_scale.modeling.model import build_mlm_model, tiny_bert_config
 
     root = tmp_path_factory.mktemp("lora")
-    paths = sample_data.write_all(sample_data.SampleConfig(train_paragraphs=12, dev_paragraphs=3, test_paragraphs=1),
+    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=12, dev_paragraphs=3, test_paragraphs=1),
                                   root / "data")
     tok = build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
     config = tiny_bert_config(max(tok.get_vocab().values()) + 1, hidden_size=32, num_hidden_layers=2,
@@ -64,7 +64,7 @@ def zero3(workdir):
 
 
 def fresh_lora_model(workdir: Path):
-    from qa_scale.model import load_qa_model
+    from qa_scale.modeling.model import load_qa_model
     return apply_lora(load_qa_model(str(workdir / "backbone"), seed=0), LoraSection(r=4, dropout=0.0))
 
 
@@ -82,7 +82,7 @@ def test_lora_on_two_zero3_ranks_matches_one_process(single, zero3):
 def test_zero3_lora_checkpoint_holds_every_adapter_and_head_tensor(workdir, zero3):
     from safetensors.torch import load_file
 
-    from qa_scale.export import consolidated_state_dict
+    from qa_scale.training.export import consolidated_state_dict
 
     state = consolidated_state_dict(workdir / "zero3" / "checkpoints", f"step-{STEPS:08d}")
     model = fresh_lora_model(workdir)
@@ -120,10 +120,10 @@ def test_merged_model_gives_the_adapter_models_logits(workdir, zero3):
     from transformers import AutoModelForQuestionAnswering
 
     from qa_scale.data import load
-    from qa_scale.lora import load_adapter_model
-    from qa_scale.model import load_qa_model
-    from qa_scale.tokenization import load_tokenizer
-    from qa_scale.windows import WindowConfig, build_windows
+    from qa_scale.data.tokenization import load_tokenizer
+    from qa_scale.data.windows import WindowConfig, build_windows
+    from qa_scale.modeling.lora import load_adapter_model
+    from qa_scale.modeling.model import load_qa_model
 
     merged = AutoModelForQuestionAnswering.from_pretrained(workdir / "zero3" / "model").eval()
     adapter = load_adapter_model(load_qa_model(str(workdir / "backbone"), seed=1), workdir / "zero3" / "adapter").eval()
@@ -155,7 +155,7 @@ def test_lora_in_fp16_on_zero2(workdir):
 def test_macbert_large_shape_trains_under_two_percent_with_lora_defaults():
     from transformers import BertForQuestionAnswering
 
-    from qa_scale.model import tiny_bert_config
+    from qa_scale.modeling.model import tiny_bert_config
 
     config = tiny_bert_config(21128, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                               intermediate_size=4096)
@@ -170,7 +170,7 @@ def test_macbert_large_shape_trains_under_two_percent_with_lora_defaults():
 
 
 def test_unknown_target_module_is_refused_with_the_names_there_are():
-    from qa_scale.model import load_qa_model
+    from qa_scale.modeling.model import load_qa_model
 
     model = load_qa_model(None, vocab_size=50, tiny={}, seed=0)
     with pytest.raises(ValueError, match=r"q_proj.*query"):
@@ -180,7 +180,7 @@ def test_unknown_target_module_is_refused_with_the_names_there_are():
 
 
 def test_recipe_takes_lora_settings_and_refuses_unknown_ones():
-    from qa_scale.recipe import load_recipe
+    from qa_scale.training.recipe import load_recipe
 
     config = load_recipe(None, ["mode=lora", "model.tiny={}", "model.tokenizer=x", "lora.r=16",
                                 "lora.target_modules=[query, value]"])
@@ -192,7 +192,7 @@ def test_recipe_takes_lora_settings_and_refuses_unknown_ones():
 def test_lora_passes_segment_ids_through():
     """peft's QUESTION_ANS wrapper drops token_type_ids; ours must not (at init LoRA B = 0, so the
     wrapped model computes exactly what the bare model does, segment embeddings included)."""
-    from qa_scale.model import load_qa_model
+    from qa_scale.modeling.model import load_qa_model
 
     bare = load_qa_model(None, vocab_size=50, tiny={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
                          seed=0).eval()

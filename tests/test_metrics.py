@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qa_scale import metrics
-from qa_scale.metrics import (
+from qa_scale.evaluation import metrics
+from qa_scale.evaluation.metrics import (
     PUNCTUATION,
     Scores,
     evaluate,

@@ -8,15 +8,15 @@ import time
 import pytest
 import torch
 
-from qa_scale.model import (
+from qa_scale.modeling.model import (
     ModelLoadError,
     build_mlm_model,
     check_vocab,
     count_parameters,
     load_qa_model,
-    param_groups,
     tiny_bert_config,
 )
+from qa_scale.training.optimizer import param_groups
 
 
 def tiny(vocab_size=100, seed=0, **kwargs):
@@ -56,7 +56,7 @@ def test_tiny_overrides_and_missing_vocab():
 def test_masked_lm_checkpoint_loads_as_qa_model(tmp_path, caplog):
     mlm = build_mlm_model(tiny_bert_config(100), seed=1)
     mlm.save_pretrained(tmp_path)
-    with caplog.at_level(logging.INFO, logger="qa_scale.model"):
+    with caplog.at_level(logging.INFO, logger="qa_scale.modeling.model"):
         qa = load_qa_model(str(tmp_path), seed=0)
     assert type(qa).__name__ == "BertForQuestionAnswering"
     mlm_state, qa_state = mlm.state_dict(), qa.state_dict()
@@ -72,7 +72,7 @@ def test_masked_lm_checkpoint_loads_as_qa_model(tmp_path, caplog):
 def test_saved_qa_model_round_trips(tmp_path, caplog):
     model = tiny(seed=5)
     model.save_pretrained(tmp_path)
-    with caplog.at_level(logging.INFO, logger="qa_scale.model"):
+    with caplog.at_level(logging.INFO, logger="qa_scale.modeling.model"):
         loaded = load_qa_model(str(tmp_path), gradient_checkpointing=True)
     assert "newly initialised" not in caplog.text
     assert torch.equal(loaded.qa_outputs.weight, model.qa_outputs.weight)
@@ -126,7 +126,7 @@ def test_sdpa_by_default_eager_on_request_and_fallback(monkeypatch, caplog):
     assert tiny().config._attn_implementation == "sdpa"
     assert tiny(attn_implementation="eager").config._attn_implementation == "eager"
     monkeypatch.setattr(BertForQuestionAnswering, "_supports_sdpa", False)
-    with caplog.at_level(logging.WARNING, logger="qa_scale.model"):
+    with caplog.at_level(logging.WARNING, logger="qa_scale.modeling.model"):
         assert tiny().config._attn_implementation == "eager"
     assert "does not support SDPA" in caplog.text
 
@@ -228,3 +228,27 @@ def test_count_parameters():
     mlm = build_mlm_model(tiny_bert_config(100), seed=0)
     # The output projection shares the word embeddings: counted once.
     assert count_parameters(mlm)[0] == sum(p.numel() for p in {id(p): p for p in mlm.parameters()}.values())
+
+
+def test_a_new_model_family_is_one_entry():
+    """Extending qa-scale: ELECTRA is one entry in modeling/families.py; LoRA, layer decay and shapes follow."""
+    from transformers import ElectraConfig, ElectraForQuestionAnswering
+
+    from qa_scale.modeling.families import family_of
+    from qa_scale.modeling.lora import LoraSection, apply_lora
+    from qa_scale.modeling.model import config_of_shape
+
+    config = ElectraConfig(vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=3,
+                           num_attention_heads=2, intermediate_size=64)
+    model = ElectraForQuestionAnswering(config)
+    assert family_of(model).name == "electra"
+    groups = param_groups(model, lr=1.0, weight_decay=0.0, layer_lr_decay=0.5)
+    lrs = {n: g["lr"] for g in groups for n, p in model.named_parameters() if any(p is q for q in g["params"])}
+    assert lrs["qa_outputs.weight"] == 1.0
+    assert lrs["electra.encoder.layer.2.output.dense.weight"] == 0.5
+    assert lrs["electra.embeddings.word_embeddings.weight"] == 0.5 ** 4
+    peft = apply_lora(model, LoraSection(r=2))
+    lora_layers = {n.rsplit(".lora_A", 1)[0] for n, _ in peft.named_parameters() if ".lora_A." in n}
+    assert any(n.endswith("attention.self.query") for n in lora_layers)
+    assert not any("embeddings_project" in n for n in lora_layers)
+    assert config_of_shape("chinese-electra-large").model_type == "electra"

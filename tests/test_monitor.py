@@ -9,17 +9,10 @@ import sys
 import pytest
 import torch
 
-from qa_scale import monitor
-from qa_scale.monitor import (
-    Monitor,
-    Throughput,
-    encoder_flops_per_token,
-    format_metrics,
-    mfu,
-    peak_flops,
-    plot_loss_curve,
-    progress,
-)
+from qa_scale.common.progress import progress
+from qa_scale.training import flops, monitor
+from qa_scale.training.flops import Throughput, encoder_flops_per_token, mfu, peak_flops
+from qa_scale.training.monitor import Monitor, format_metrics, plot_loss_curve
 
 
 def _log_run(mon: Monitor) -> None:
@@ -136,7 +129,7 @@ def test_tensorboard_scalars_read_back(tmp_path):
 def test_missing_tensorboard_warns_once_and_continues(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # makes the import fail
     monkeypatch.setattr(monitor, "_warned_no_tensorboard", False)
-    with caplog.at_level(logging.WARNING, logger="qa_scale.monitor"):
+    with caplog.at_level(logging.WARNING, logger="qa_scale.training.monitor"):
         for run in ("a", "b"):
             with Monitor(tmp_path / run) as mon:
                 mon.log(1, {"loss": 1.0})
@@ -211,7 +204,7 @@ def test_throughput_with_fake_clock():
 
 def test_throughput_default_clock_is_patchable(monkeypatch):
     ticks = iter([10.0, 14.0])
-    monkeypatch.setattr(monitor.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(flops.time, "perf_counter", lambda: next(ticks))
     meter = Throughput()
     meter.update(2, 40)
     assert meter.rates() == {"samples_per_s": 0.5, "tokens_per_s": 10.0}

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from qa_scale import data, sample_data
+from qa_scale import data, synthetic
 from qa_scale.data import Answer, Example
-from qa_scale.oracle import oracle_fidelity
-from qa_scale.windows import WindowConfig
+from qa_scale.data.windows import WindowConfig
+from qa_scale.evaluation.oracle import oracle_fidelity
 
 HW7_WINDOWS = WindowConfig(max_seq_len=213, max_question_len=60, max_context_len=150, doc_step=15)
 HF_WINDOWS = WindowConfig(max_seq_len=384, max_question_len=64, doc_overlap=128)
 
 
 def test_sample_data_is_fully_reachable(bert_tokenizer, tmp_path):
-    paths = sample_data.write_all(sample_data.SampleConfig(train_paragraphs=1, dev_paragraphs=30, test_paragraphs=1), tmp_path)
+    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=1, dev_paragraphs=30, test_paragraphs=1), tmp_path)
     ds = data.load(paths["squad_dev"])
     for cfg in (WindowConfig(max_seq_len=128, max_question_len=32, doc_overlap=32), HW7_WINDOWS):
         report = oracle_fidelity(ds.examples, bert_tokenizer, cfg)

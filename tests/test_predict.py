@@ -7,15 +7,17 @@ import json
 
 import numpy as np
 import pytest
-
 from cli_runs import qa_scale
-from qa_scale import data, logits_store, sample_data
-from qa_scale.decode import DecodeConfig, decode
-from qa_scale.model import load_qa_model
-from qa_scale.predict import predict_logits, predict_to_store, resolve_settings
-from qa_scale.recipe import dump_recipe, load_recipe
-from qa_scale.tokenization import build_char_vocab
-from qa_scale.windows import WindowConfig, build_windows
+
+from qa_scale import data, synthetic
+from qa_scale.data.tokenization import build_char_vocab
+from qa_scale.data.windows import WindowConfig, build_windows
+from qa_scale.evaluation.decode import DecodeConfig, decode
+from qa_scale.inference import logits_store
+from qa_scale.inference.forward import predict_logits
+from qa_scale.inference.predict import predict_to_store, resolve_settings
+from qa_scale.modeling.model import load_qa_model
+from qa_scale.training.recipe import dump_recipe, load_recipe
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 WINDOWS = WindowConfig(max_seq_len=128, max_question_len=32, doc_overlap=32)
@@ -26,7 +28,7 @@ def work(tmp_path_factory):
     """Sample data, a character vocabulary, and a tiny model exported as runs/tiny/model with its
     training config beside it (as `qa-scale train` leaves them)."""
     root = tmp_path_factory.mktemp("predict")
-    paths = sample_data.write_all(sample_data.SampleConfig(train_paragraphs=2, dev_paragraphs=6, test_paragraphs=2),
+    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=2, dev_paragraphs=6, test_paragraphs=2),
                                   root / "data")
     tok = build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
     model = load_qa_model(None, tiny=TINY, vocab_size=max(tok.get_vocab().values()) + 1, seed=0).eval()
@@ -107,3 +109,24 @@ def test_two_cpu_ranks_give_the_same_logits_as_one_process(work):
     for a, b in zip(one.logits(), two.logits()):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)  # same batches either way: equal in practice
     assert one.predictions() == two.predictions() and one.meta["metrics"] == two.meta["metrics"]
+
+
+def test_auto_batch_size_backs_off_on_out_of_memory(work, tmp_path):
+    """--batch-size auto (accelerate's find_executable_batch_size): halves on OOM, same logits in the end."""
+    examples = data.load(work["paths"]["squad_dev"], "lenient").examples
+    tried = []
+
+    def model(**batch):
+        tried.append(len(batch["input_ids"]))
+        if len(batch["input_ids"]) > 16:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return work["model"](**batch)
+
+    summary = predict_to_store(model, work["tok"], examples, WINDOWS, tmp_path / "auto", batch_size="auto",
+                               progress=False)
+    store = logits_store.open_store(tmp_path / "auto")
+    assert store.meta["predict"]["batch_size"] == 16 and summary["windows"] == store.shape[0]
+    assert tried[0] == min(256, store.shape[0]) and max(tried[-3:]) <= 16
+    ws = build_windows(examples, work["tok"], WINDOWS)
+    want, _ = predict_logits(work["model"], ws, batch_size=16)
+    np.testing.assert_allclose(store.logits()[0], want, rtol=1e-5, atol=1e-5)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from qa_scale import ds_config
-from qa_scale.ds_config import DSConfigError, resolve
-from qa_scale.recipe import dump_recipe, load_recipe
+from qa_scale.training import ds_config
+from qa_scale.training.ds_config import DSConfigError, resolve
+from qa_scale.training.recipe import dump_recipe, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "launch" / "recipes").glob("*.yaml"))
@@ -104,3 +104,24 @@ def test_shipped_ds_config_names_resolve_from_any_directory(tmp_path, monkeypatc
     (tmp_path / "ds_configs").mkdir()  # a file of that name here wins over the shipped one
     (tmp_path / "ds_configs" / "zero3_bf16.json").write_text(json.dumps({"bf16": {"enabled": "auto"}, "zero_optimization": {"stage": 1}}))
     assert resolve("ds_configs/zero3_bf16.json", base(), world_size=1, hidden_size=64)["zero_optimization"]["stage"] == 1
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_deepspeed_templates(tmp_path):
+    """An installed package (not a source checkout) finds ds_configs/ as package data."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "project"  # a copy: a stale build/ folder in the checkout cannot answer for the wheel
+    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(src)], check=True, capture_output=True, timeout=300)
+    wheel = next(tmp_path.glob("qa_scale-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"qa_scale/ds_configs/{p.name}" for p in (ROOT / "ds_configs").glob("*.json")}
+    assert shipped and shipped <= names
+    assert ds_config.SHIPPED.name == "ds_configs" and ds_config.SHIPPED.parent.name == "qa_scale"

@@ -1,4 +1,4 @@
-"""Tests for qa_scale.sample_data: determinism, offsets, both file formats, difficulty."""
+"""Tests for qa_scale.synthetic: determinism, offsets, both file formats, difficulty."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from qa_scale import sample_data
-from qa_scale.sample_data import SampleConfig, generate, write_all, write_hw7, write_squad
+from qa_scale import synthetic
+from qa_scale.synthetic import SampleConfig, generate, write_all, write_hw7, write_squad
 
 SMALL = dict(train_paragraphs=40, dev_paragraphs=12, test_paragraphs=12)
 
@@ -42,9 +42,9 @@ def _all_qas(splits):
 
 
 def test_templates_are_consistent() -> None:
-    sample_data._check_templates()
-    assert len(sample_data.FACT_TYPES) >= 20
-    assert all(len(qs) >= 2 for qs in sample_data._QUESTIONS.values())
+    synthetic.templates.check_templates()
+    assert len(synthetic.FACT_TYPES) >= 20
+    assert all(len(qs) >= 2 for qs in synthetic.templates.QUESTIONS.values())
 
 
 # ---------------------------------------------------------------------------- determinism
@@ -153,7 +153,7 @@ def test_template_variety(default_splits) -> None:
     assert len(fact_types) >= 30
     assert len(templates) >= 60
     assert len(categories) >= 15
-    assert set(categories) <= set(sample_data.CATEGORIES)
+    assert set(categories) <= set(synthetic.CATEGORIES)
     # no fact type dominates the data
     assert max(fact_types.values()) < 0.1 * len(qas)
 
@@ -163,7 +163,7 @@ def test_entities_are_recorded_at_their_offsets(default_splits) -> None:
         for r in records:
             for e in r["entities"]:
                 assert r["context"][e["start"]:e["start"] + len(e["text"])] == e["text"]
-                assert e["category"] in sample_data.CATEGORIES
+                assert e["category"] in synthetic.CATEGORIES
             for qa in r["qas"]:  # each answer is one of the recorded mentions
                 first = qa["answers"][0]
                 assert {"text": first["text"], "category": qa["category"],
@@ -341,7 +341,7 @@ def test_config_accepts_lists_and_reports_sizes() -> None:
 def test_unsatisfiable_configuration_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
     # every attempt failing (as for a length range too short for the questions) must end
     # in a clear ValueError rather than an endless loop
-    monkeypatch.setattr(sample_data._ParagraphBuilder, "_attempt", lambda self, pid: None)
+    monkeypatch.setattr(synthetic.paragraphs.ParagraphBuilder, "_attempt", lambda self, pid: None)
     with pytest.raises(ValueError, match="could not generate a paragraph"):
         generate(SampleConfig(train_paragraphs=1, dev_paragraphs=1, test_paragraphs=1))
 

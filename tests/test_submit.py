@@ -7,7 +7,12 @@ import json
 
 import pytest
 
-from qa_scale.submit import SubmissionError, read_hw7_csv, write_hw7_csv, write_prediction_json
+from qa_scale.evaluation.submit import (
+    SubmissionError,
+    read_hw7_csv,
+    write_hw7_csv,
+    write_prediction_json,
+)
 
 
 def test_hw7_csv_order_commas_and_quoting(tmp_path):

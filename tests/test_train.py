@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cli_runs import BIN, clean_env, qa_scale
-from qa_scale import sample_data
+
+from qa_scale import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_RTOL = 1e-4  # 2 ranks vs 1 process: same global batches, fp32; only the reduction order differs
@@ -23,9 +23,9 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    paths = sample_data.write_all(sample_data.SampleConfig(train_paragraphs=12, dev_paragraphs=3, test_paragraphs=1),
+    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=12, dev_paragraphs=3, test_paragraphs=1),
                                   root / "data")
-    from qa_scale.tokenization import build_char_vocab
+    from qa_scale.data.tokenization import build_char_vocab
     build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
     return root
 
@@ -133,14 +133,17 @@ def test_zero3_export_predicts_what_the_engine_scored(workdir, zero3):
     """The exported model, loaded with from_pretrained, gives the dev EM/F1 the engine measured."""
     from transformers import AutoModelForQuestionAnswering
 
-    from qa_scale import data, decode, metrics, predict, tokenization, windows
+    from qa_scale import data
+    from qa_scale.data import tokenization, windows
+    from qa_scale.evaluation import decode, metrics
+    from qa_scale.inference import forward
     summary = json.loads((workdir / "zero3" / "summary.json").read_text())
     model = AutoModelForQuestionAnswering.from_pretrained(workdir / "zero3" / "model").eval()
     tok = tokenization.load_tokenizer(workdir / "zero3" / "model")
     dev = data.load(workdir / "data" / "squad_dev.json", "lenient")
     ws = windows.build_windows(dev.examples, tok, windows.WindowConfig(max_seq_len=128, max_question_len=32,
                                                                        doc_overlap=32), labels=False)
-    answers = decode.decode(ws, *predict.predict_logits(model, ws), dev.examples).predictions
+    answers = decode.decode(ws, *forward.predict_logits(model, ws), dev.examples).predictions
     scores = metrics.evaluate(answers, data.load_references(workdir / "data" / "squad_dev.json"))
     assert summary["best_checkpoint"] == "step-00000020"  # the last step is the only dev evaluation
     assert (scores.em, scores.f1) == pytest.approx((summary["last_dev"]["em"], summary["last_dev"]["f1"]), abs=1e-9)
@@ -160,8 +163,8 @@ def test_every_shipped_ds_config_trains_in_its_precision(workdir, config):
 
 HOOKED = textwrap.dedent("""
     import json, sys, torch
-    from qa_scale.recipe import load_recipe
-    from qa_scale.train import run, TrainingDiverged
+    from qa_scale.training.recipe import load_recipe
+    from qa_scale.training.loop import run, TrainingDiverged
     bad = set(json.loads(sys.argv[1]))
     hook = lambda step, loss: loss * float("inf") if step in bad else loss
     try:
@@ -197,7 +200,7 @@ def test_repeated_fp16_overflow_stops_without_a_corrupt_checkpoint(workdir):
     assert line.startswith("DIVERGED 3 consecutive fp16 overflow steps up to step 7")
     ckpts = sorted(p.name for p in (workdir / "fp16-stop" / "checkpoints").glob("step-*"))
     assert ckpts == ["step-00000002", "step-00000004", "step-00000006"]  # nothing after the stop
-    from qa_scale.export import consolidated_state_dict
+    from qa_scale.training.export import consolidated_state_dict
     state = consolidated_state_dict(workdir / "fp16-stop" / "checkpoints", "step-00000006")  # saved after a skip
     assert all(np.isfinite(t.detach().float().numpy()).all() for t in state.values())
 
@@ -212,7 +215,7 @@ def test_non_finite_loss_in_fp32_stops_before_the_update(workdir):
 def test_backbone_pretrains_and_loads_as_a_qa_model(workdir):
     from transformers import AutoModelForMaskedLM
 
-    from qa_scale.model import load_qa_model
+    from qa_scale.modeling.model import load_qa_model
     proc = subprocess.run([str(BIN / "qa-scale"), "backbone", str(workdir / "data" / "corpus.txt"), "--out",
                            str(workdir / "bb"), "--steps", "6", "--hidden-size", "32", "--layers", "2", "--heads", "2",
                            "--seq-len", "64", "--batch-size", "8", "--vocab-size", "3000"],
@@ -223,6 +226,8 @@ def test_backbone_pretrains_and_loads_as_a_qa_model(workdir):
     mlm = AutoModelForMaskedLM.from_pretrained(workdir / "bb" / "model")
     qa = load_qa_model(str(workdir / "bb" / "model"))
     assert (qa.bert.embeddings.word_embeddings.weight == mlm.bert.embeddings.word_embeddings.weight).all()
-    from qa_scale.tokenization import load_tokenizer  # the tokenizer travels with the backbone
+    from qa_scale.data.tokenization import (
+        load_tokenizer,  # the tokenizer travels with the backbone
+    )
     tok = load_tokenizer(workdir / "bb" / "model")
     assert max(tok.get_vocab().values()) + 1 == mlm.config.vocab_size

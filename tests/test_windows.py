@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import CORPUS
 from tokenizers import Tokenizer, processors
 from transformers import PreTrainedTokenizerFast
 
-from conftest import CORPUS
 from qa_scale.data import Answer, Example
-from qa_scale.window_store import cached_windows, load_windows, save_windows
-from qa_scale.windows import WindowConfig, build_windows, fingerprint_difference
+from qa_scale.data.window_store import cached_windows, load_windows, save_windows
+from qa_scale.data.windows import WindowConfig, build_windows, fingerprint_difference
 
 
 def examples(n=6):

@@ -1,0 +1,132 @@
+"""Commands on data files: ``check-data``, ``windows``, ``evaluate``, ``submit``, ``vocab``, ``sample-data``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..common.settings import add_arguments, from_arguments
+from .common import command, data_arguments, emit, json_arguments, windows_arguments
+
+
+def _check_data_arguments(p: argparse.ArgumentParser) -> None:
+    data_arguments(p)
+    windows_arguments(p)
+    p.add_argument("--max-answer-len", type=int, default=30,
+                   help="decoder limit in tokens; longer gold answers are counted (default: 30)")
+    json_arguments(p)
+
+
+@command("check-data", _check_data_arguments, help="validate a data file and measure the oracle ceiling of window settings",
+         description="Validation report plus oracle fidelity: gold spans as one-hot logits, through windows and the "
+                     "n-best decoder, scored with EM/F1.")
+def check_data(args: argparse.Namespace) -> int:
+    from ..data.tokenization import load_tokenizer
+    from ..data.windows import WindowConfig
+    from ..evaluation.oracle import check_data as run
+
+    result, text = run(args.data, load_tokenizer(args.tokenizer), from_arguments(WindowConfig, args),
+                       args.mode, args.fmt, args.max_answer_len)
+    emit(result, args, text)
+    return 0
+
+
+def _windows_arguments(p: argparse.ArgumentParser) -> None:
+    data_arguments(p)
+    windows_arguments(p)
+    p.add_argument("--out", required=True, type=Path, help="folder to write")
+    p.add_argument("--strategy", choices=["all", "random_answer"], default="all",
+                   help="all windows, or one window per question with the answer at a random position")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random answer placement")
+
+
+@command("windows", _windows_arguments,
+         help="cut a data file into windows and save them (datasets Arrow) for inspection or reuse")
+def windows(args: argparse.Namespace) -> int:
+    from .. import data
+    from ..data.tokenization import load_tokenizer
+    from ..data.window_store import save_windows
+    from ..data.windows import WindowConfig, build_windows
+
+    ds = data.load(args.data, mode=args.mode, fmt=args.fmt)
+    ws = build_windows(ds.examples, load_tokenizer(args.tokenizer), from_arguments(WindowConfig, args),
+                       strategy=args.strategy, seed=args.seed)
+    save_windows(ws, args.out)
+    print(f"wrote {len(ws)} windows of {len(ds.examples)} examples to {args.out}")
+    return 0
+
+
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, help="the reference data file (HW7 or SQuAD style)")
+    p.add_argument("predictions", type=Path, help="{id: answer} JSON, or an ID,Answer CSV")
+    p.add_argument("--errors", type=Path, help="write a per-question JSONL here, errors first")
+    json_arguments(p)
+
+
+@command("evaluate", _evaluate_arguments, help="EM/F1 (CMRC 2018 evaluator semantics) and HW7 accuracy of predictions")
+def evaluate(args: argparse.Namespace) -> int:
+    from .. import data
+    from ..evaluation import metrics
+    from ..evaluation.submit import read_predictions
+
+    refs = data.load_references(args.data)
+    scores = metrics.evaluate(read_predictions(args.predictions), refs, hw7=refs.exact_accuracy)
+    if args.errors:
+        metrics.write_error_file(scores, args.errors)
+    text = (f"EM {scores.em:.3f}  F1 {scores.f1:.3f}  over {scores.total} questions "
+            f"({scores.total - scores.answered} unanswered)")
+    if scores.hw7_accuracy is not None:
+        text += f"  HW7 accuracy {scores.hw7_accuracy:.5f}"
+    emit(scores.to_dict(), args, text)
+    return 0
+
+
+def _submit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, help="the test data file (its ids and their order)")
+    p.add_argument("predictions", type=Path, help="{id: answer} JSON")
+    p.add_argument("--out", required=True, type=Path, help="submission file to write (.csv or .json)")
+    p.add_argument("--format", dest="sub_format", choices=["auto", "csv", "json"], default="auto",
+                   help="csv: Kaggle ID,Answer; json: {id: answer}; auto: from --out's suffix, else the data's format")
+
+
+@command("submit", _submit_arguments, help="write a leaderboard file (Kaggle HW7 CSV or CMRC/DRCD JSON)")
+def submit(args: argparse.Namespace) -> int:
+    from .. import data
+    from ..evaluation.submit import read_predictions, write_submission
+
+    refs = data.load_references(args.data)
+    write_submission(read_predictions(args.predictions), list(refs), args.out, args.sub_format, refs.format.submission)
+    print(f"wrote {args.out} ({len(refs)} answers)")
+    return 0
+
+
+def _vocab_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("corpus", type=Path, nargs="+", help="text files, one document per line")
+    p.add_argument("--out", required=True, type=Path, help="tokenizer folder to write (vocab.txt + tokenizer files)")
+    p.add_argument("--vocab-size", type=int, default=8000, help="upper bound on entries (default: 8000)")
+
+
+@command("vocab", _vocab_arguments, help="build a character-level Chinese WordPiece vocabulary from a corpus")
+def vocab(args: argparse.Namespace) -> int:
+    from ..data.tokenization import build_char_vocab, corpus_lines
+
+    tok = build_char_vocab(corpus_lines(args.corpus), args.out, vocab_size=args.vocab_size)
+    print(f"wrote {args.out} ({len(tok.get_vocab())} entries)")
+    return 0
+
+
+def _sample_data_arguments(p: argparse.ArgumentParser) -> None:
+    from ..synthetic.config import SampleConfig
+
+    p.add_argument("--out", required=True, type=Path, help="folder to write")
+    add_arguments(p, SampleConfig, "sample settings")
+
+
+@command("sample-data", _sample_data_arguments,
+         help="generate the synthetic Chinese QA sample data (HW7 and SQuAD formats)")
+def sample_data(args: argparse.Namespace) -> int:
+    from .. import synthetic
+
+    for name, path in synthetic.write_all(from_arguments(synthetic.SampleConfig, args), args.out).items():
+        print(f"{name}: {path}")
+    return 0

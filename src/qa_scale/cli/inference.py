@@ -1,0 +1,95 @@
+"""Commands that run trained readers: ``predict`` (a logits store) and ``ensemble`` (stores → answers)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..common.settings import add_arguments, from_arguments, given
+from .common import command, data_arguments, emit
+
+
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1 or 'auto', got {text!r}")
+    return int(text)
+
+
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
+    from ..data.windows import WindowConfig
+    from ..evaluation.decode import DecodeConfig
+
+    p.add_argument("model", type=Path, help="model directory, e.g. runs/x/model (exported by train)")
+    data_arguments(p)
+    p.add_argument("--out", required=True, type=Path, help="logits store folder to write (replaced atomically)")
+    p.add_argument("--tokenizer", help="vocab.txt, tokenizer directory or hub name (default: the model directory's own)")
+    add_arguments(p, WindowConfig, "window settings (default: the model's training config, else the values below)")
+    add_arguments(p, DecodeConfig, "decoding (default: the model's training config, else the values below)")
+    p.add_argument("--batch-size", type=_batch_size, default=32,
+                   help="windows per forward pass per rank, or 'auto' (one process: the largest that fits in "
+                        "memory, found with accelerate's find_executable_batch_size) (default: 32)")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                   help="dtype the logits are stored in (default: fp32)")
+    p.add_argument("--compute", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="dtype of the forward pass; bf16/fp16 for GPUs (default: fp32)")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
+                   help="auto: CUDA when torch has it (an error when GPUs are visible but unusable); cpu on purpose")
+    p.add_argument("--references", type=Path,
+                   help="score the predictions against this file's answers (EM/F1, HW7 accuracy)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+@command("predict", _predict_arguments,
+         help="a model directory × a data file → a logits store (logits of every window, answers, n-best)",
+         description="Length-sorted, dynamically padded batches; one process, or sharded over ranks: "
+                     "`deepspeed --num_gpus 8 $(which qa-scale) predict MODEL DATA --out STORE` (CPU ranks use gloo). "
+                     "Window and decode settings default to the training config (config.yaml beside MODEL_DIR).")
+def predict(args: argparse.Namespace) -> int:
+    from ..data.windows import WindowConfig
+    from ..evaluation.decode import DecodeConfig
+    from ..inference.predict import run
+
+    summary = run(args.model, args.data, args.out, tokenizer=args.tokenizer, windows=given(args, WindowConfig),
+                  decoding=given(args, DecodeConfig), batch_size=args.batch_size, precision=args.precision,
+                  compute=args.compute, device=args.device, references=args.references, mode=args.mode, fmt=args.fmt)
+    if summary is None:  # not rank 0
+        return 0
+    text = (f"wrote {summary['store']}: {summary['windows']} windows of {summary['examples']} examples "
+            f"({summary['precision']} logits, {summary['world_size']} rank(s), {summary['seconds']} s)")
+    if summary["metrics"]:
+        m = summary["metrics"]
+        text += f"\nEM {m['em']:.3f}  F1 {m['f1']:.3f} over {m['total']} questions"
+    emit(summary, args, text)
+    return 0
+
+
+def _ensemble_arguments(p: argparse.ArgumentParser) -> None:
+    from ..ensemble.options import EnsembleOptions
+    from ..evaluation.decode import DecodeConfig
+
+    p.add_argument("stores", type=Path, nargs="*", help="logits stores (from `qa-scale predict`); with --recipe: "
+                                                        "optional, matched to its members by model path")
+    p.add_argument("--out", required=True, type=Path, help="folder to write (replaced as a whole, atomically)")
+    add_arguments(p, EnsembleOptions, "members, weights and outputs")
+    p.add_argument("--log-softmax", dest="combine", action="store_const", const="mean_log_softmax",
+                   default=argparse.SUPPRESS, help="same as --combine mean_log_softmax")
+    add_arguments(p, DecodeConfig, "decoding (default: the first store's settings)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+@command("ensemble", _ensemble_arguments,
+         help="average the logits of several stores (fingerprint-checked), decode, submit, score",
+         description="Streaming (weighted) mean of start/end logits over identical windows, then the shared decoder. "
+                     "Writes predictions.json, nbest.json, submission.csv (HW7 data), metrics.json (with --references) "
+                     "and ensemble.json into --out. Stores whose fingerprints differ are refused, naming the first "
+                     "difference.")
+def ensemble(args: argparse.Namespace) -> int:
+    from ..ensemble.options import EnsembleOptions
+    from ..ensemble.run import run_ensemble, summary_text
+    from ..evaluation.decode import DecodeConfig
+
+    summary = run_ensemble(args.stores, args.out, from_arguments(EnsembleOptions, args), given(args, DecodeConfig))
+    emit(summary, args, summary_text(summary))
+    return 0

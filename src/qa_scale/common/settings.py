@@ -1,0 +1,91 @@
+"""Typed settings: one dataclass field carries its default, its documentation and its CLI flag.
+
+``option(default, "help")`` declares a field; :func:`add_arguments` turns a dataclass into
+``--flags`` (with that help in ``--help``) and :func:`from_arguments` builds the validated
+dataclass back from parsed arguments, so a setting has exactly one source of truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
+    """A dataclass field with a default and its documentation."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def base_type(annotation: Any) -> type:
+    """``int | None`` → ``int``; ``Literal["a", "b"]`` → ``str``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return base_type(args[0])
+    if origin is typing.Literal:
+        return type(typing.get_args(annotation)[0])
+    return annotation
+
+
+def unknown_key_message(key: str, valid: Sequence[str], where: str = "", prefix: str = "") -> str | None:
+    """``None`` when ``key`` is valid, else "unknown key …; did you mean …?" (or the valid keys)."""
+    if key in valid:
+        return None
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid: {', '.join(valid)}"
+    return f"{where}{': ' if where else ''}unknown key {prefix}{key}{hint}"
+
+
+def check_keys(keys: Iterable[str], valid: Sequence[str], where: str = "", prefix: str = "") -> None:
+    """Raise ValueError for the first key not in ``valid``, suggesting the closest valid one."""
+    for key in keys:
+        message = unknown_key_message(str(key), valid, where, prefix)
+        if message:
+            raise ValueError(message)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, group: str | None = None) -> None:
+    """Add one ``--flag`` per field of dataclass ``cls`` (defaults left to the dataclass)."""
+    target = parser.add_argument_group(group) if group else parser
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        kind = base_type(hints[f.name])
+        choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else None
+        default_note = f" (default: {f.default})" if f.default is not dataclasses.MISSING else ""
+        if typing.get_origin(kind) is tuple:  # fixed-size tuple: MIN MAX style
+            items = typing.get_args(kind)
+            target.add_argument(flag, dest=f.name, type=items[0], nargs=len(items), default=argparse.SUPPRESS,
+                                metavar=tuple(n.upper() for n in ("min", "max")[: len(items)]) if len(items) == 2 else None,
+                                help=help_text + default_note)
+        elif typing.get_origin(kind) is list:  # any number of values
+            target.add_argument(flag, dest=f.name, type=typing.get_args(kind)[0], nargs="+",
+                                default=argparse.SUPPRESS, help=help_text)
+        elif kind is bool:
+            target.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text + default_note)
+        else:
+            target.add_argument(flag, dest=f.name, type=kind, choices=choices,
+                                default=argparse.SUPPRESS, help=help_text + default_note)
+
+
+def given(args: argparse.Namespace, cls: type) -> dict:
+    """The fields of dataclass ``cls`` that were given as flags (absent flags are not in ``args``)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+
+
+def from_arguments(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+    """Build ``cls`` from the flags the user gave (others keep the dataclass defaults)."""
+    hints = typing.get_type_hints(cls)
+    values = {k: tuple(v) if isinstance(v, list) and typing.get_origin(base_type(hints[k])) is tuple else v
+              for k, v in given(args, cls).items()}
+    values.update(overrides)
+    return cls(**values)

@@ -1,0 +1,24 @@
+"""Stage 1 of the data flow: raw files → examples → windows (and their on-disk store) → batches.
+
+``qa_scale.data.load`` / ``load_references`` are the entry points; ``formats`` holds the
+registered input formats, ``tokenization`` the tokenizers, ``windows`` the sliding windows,
+``window_store`` their Arrow cache, ``batches`` the engine's micro-batches.
+"""
+
+from .examples import (
+    Answer,
+    DataReport,
+    Dataset,
+    Example,
+    Issue,
+    References,
+    load,
+    load_references,
+    read_json,
+    read_records,
+    validate,
+)
+from .records import DataError
+
+__all__ = ["Answer", "DataError", "DataReport", "Dataset", "Example", "Issue", "References", "load",
+           "load_references", "read_json", "read_records", "validate"]

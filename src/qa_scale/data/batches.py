@@ -1,0 +1,89 @@
+"""Batches for the engine: a deterministic global order, split the same way on any world size.
+
+Each optimizer step takes one *global batch* of ``global_batch_size`` windows; its micro-batch
+``k`` on rank ``r`` is the slice ``(k·world + r)·micro …`` of it. The global batches depend only
+on the seed, the epoch and the lengths — not on the number of ranks — so one process with
+gradient accumulation and N ranks see the same data in every step, and a resumed run can skip
+exactly the steps it has done. Written here because the data-parallel samplers of torch and
+accelerate shard per rank first, which ties the order to the world size.
+
+Micro-batches are padded only to their longest window (rounded up to a multiple of 8), and with
+length grouping the windows of a global batch have similar lengths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+MEGABATCH = 50  # global batches sorted together when grouping by length
+
+
+def global_batches(lengths: np.ndarray, global_batch: int, seed: int, epoch: int,
+                   length_grouping: bool = True) -> list[np.ndarray]:
+    """The epoch's global batches (index arrays); the last incomplete one is dropped.
+
+    Args:
+        lengths: real tokens per window.
+        global_batch: windows per optimizer step.
+        seed: run seed; with ``epoch`` it fixes the order.
+        epoch: epoch number (a new order each epoch).
+        length_grouping: sort windows by length within chunks of ``MEGABATCH`` global batches,
+            longest first, so that micro-batches need little padding; batches are then shuffled.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    if length_grouping:
+        chunk = MEGABATCH * global_batch
+        order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")]
+                                for c in np.array_split(order, range(chunk, len(order), chunk))] or [order])
+    n = len(order) // global_batch
+    batches = [order[i * global_batch:(i + 1) * global_batch] for i in range(n)]
+    if length_grouping:
+        batches = [batches[i] for i in rng.permutation(n)]
+    return batches
+
+
+def rank_micro_batches(batch: np.ndarray, micro: int, world_size: int, rank: int) -> list[np.ndarray]:
+    """This rank's micro-batches of one global batch, in accumulation order."""
+    steps = len(batch) // (micro * world_size)
+    return [batch[(k * world_size + rank) * micro:(k * world_size + rank + 1) * micro] for k in range(steps)]
+
+
+def pad_width(lengths: np.ndarray, multiple: int = 8, cap: int | None = None) -> int:
+    width = int(-(-int(lengths.max()) // multiple) * multiple)
+    return min(width, cap) if cap else width
+
+
+def collate(arrays: dict[str, np.ndarray], lengths: np.ndarray, idx: np.ndarray, pad_id: int = 0,
+            device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Tensors for the windows ``idx``, padded to their longest window.
+
+    Args:
+        arrays: name → array; 2-D arrays ``[N, L]`` are cut to the batch width (``input_ids`` and
+            ``token_type_ids``), 1-D arrays (labels) are taken as they are.
+        lengths: real tokens per window (for the attention mask and the width).
+        idx: the windows of the batch.
+        pad_id: what padding positions of ``input_ids`` hold.
+    """
+    width = pad_width(lengths[idx], cap=max(a.shape[1] for a in arrays.values() if a.ndim == 2))
+    batch = {}
+    for name, array in arrays.items():
+        part = array[idx, :width] if array.ndim == 2 else array[idx]
+        batch[name] = torch.as_tensor(np.ascontiguousarray(part), dtype=torch.long)
+    batch["attention_mask"] = (torch.arange(width)[None, :] < torch.as_tensor(lengths[idx])[:, None]).long()
+    if "input_ids" in batch:
+        batch["input_ids"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, pad_id)
+    return to_device(batch, device)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The batch on ``device``; to a GPU through pinned memory, without blocking the host.
+
+    The copies are queued on the current stream, ahead of the forward pass that reads them, so
+    the host goes on preparing the next micro-batch instead of waiting for the transfer.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}

@@ -1,0 +1,278 @@
+"""Raw QA files → canonical examples, with a validation report.
+
+A file is read by its format (``data/formats/``: HW7, SQuAD style for CMRC 2018 and DRCD), then
+validated. ``strict`` validation raises :class:`DataError` naming the file, the example id and
+every problem found; ``lenient`` validation repairs what is safely repairable (an
+``answer_start`` that does not point at its text, when the text occurs in the context: the
+nearest occurrence wins), drops what is not, keeps everything else, and counts both in a
+:class:`DataReport`. Character offsets always index the original, unmodified context string.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from . import formats
+from .records import DataError, RawQuestion
+
+Mode = Literal["strict", "lenient"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One reference answer: its text and the character offset where it starts."""
+
+    text: str
+    start: int
+
+    @property
+    def end(self) -> int:
+        """Exclusive character end offset."""
+        return self.start + len(self.text)
+
+
+@dataclass(frozen=True)
+class Example:
+    """A question about a context, with zero (test) or more reference answers."""
+
+    id: str
+    question: str
+    context: str
+    answers: tuple[Answer, ...] = ()
+
+
+@dataclass
+class Issue:
+    """One problem found in the input, and what was done about it."""
+
+    example_id: str
+    problem: str
+    action: str  # "error" | "repaired" | "dropped answer" | "dropped example"
+
+
+@dataclass
+class DataReport:
+    """What validation saw, repaired and dropped in one file."""
+
+    path: str
+    format: str
+    mode: str
+    questions_read: int = 0
+    examples_kept: int = 0
+    answers_read: int = 0
+    answers_kept: int = 0
+    answers_repaired: int = 0
+    answers_dropped: int = 0
+    examples_dropped: int = 0
+    issues: list[Issue] = field(default_factory=list)
+
+    def to_dict(self, max_issues: int = 50) -> dict[str, Any]:
+        """JSON-ready summary, listing at most ``max_issues`` issues."""
+        counts = Counter(i.problem.split(":")[0] for i in self.issues)
+        return {
+            "path": self.path,
+            "format": self.format,
+            "mode": self.mode,
+            "questions_read": self.questions_read,
+            "examples_kept": self.examples_kept,
+            "answers_read": self.answers_read,
+            "answers_kept": self.answers_kept,
+            "answers_repaired": self.answers_repaired,
+            "answers_dropped": self.answers_dropped,
+            "examples_dropped": self.examples_dropped,
+            "problems": dict(counts),
+            "issues": [vars(i) for i in self.issues[:max_issues]],
+        }
+
+
+@dataclass
+class Dataset:
+    """Validated examples of one file, in file order, plus the report."""
+
+    examples: list[Example]
+    report: DataReport
+
+    @property
+    def has_answers(self) -> bool:
+        return any(ex.answers for ex in self.examples)
+
+    @property
+    def format(self) -> formats.DataFormat:
+        return formats.get(self.report.format)
+
+
+class References(dict):
+    """Example id → every reference answer text, in file order; ``format`` says how to score it."""
+
+    def __init__(self, answers: dict[str, list[str]], fmt: formats.DataFormat, path: str):
+        super().__init__(answers)
+        self.format, self.path = fmt, path
+
+    @property
+    def exact_accuracy(self) -> bool:
+        """Whether HW7-style exact accuracy is scored for this file."""
+        return self.format.exact_accuracy
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file (UTF-8, with or without a BOM), or a :class:`DataError` naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+
+
+def read_records(path: str | Path, fmt: str = "auto") -> tuple[formats.DataFormat, Iterable[RawQuestion]]:
+    """The file's format and its raw question records (not yet validated)."""
+    path = Path(path)
+    raw = read_json(path)
+    if fmt == "auto":
+        try:
+            found = formats.detect(raw)
+        except DataError as err:
+            raise DataError(f"{path}: {err}") from None
+    else:
+        found = formats.get(fmt)
+    return found, found.read(raw, path)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _nearest(context: str, text: str, start: int) -> int | None:
+    """Start of the occurrence of ``text`` in ``context`` closest to ``start``."""
+    best, pos = None, context.find(text)
+    while pos != -1:
+        if best is None or abs(pos - start) < abs(best - start):
+            best = pos
+        pos = context.find(text, pos + 1)
+    return best
+
+
+def _clip(text: str, limit: int = 30) -> str:
+    """``repr`` of ``text``, shortened in the middle so that reports stay one line."""
+    return repr(text if len(text) <= limit else text[: limit // 2] + "…" + text[-limit // 2 :])
+
+
+def _check_answer(context: str, text: Any, start: Any) -> tuple[Answer | None, str | None, bool]:
+    """Validate one answer: (answer or None, problem or None, repaired?)."""
+    if not isinstance(text, str) or not text.strip():
+        return None, "empty answer: answer text is empty", False
+    hint = start
+    if isinstance(start, tuple):  # HW7 answer_end disagreeing with start + len(text) - 1
+        hint, problem = start[1], f"misaligned answer: answer_end {start[2]} != answer_start {start[1]} + len(text) - 1"
+    elif not isinstance(start, int) or isinstance(start, bool):
+        return None, f"bad answer_start: {start!r} is not an integer", False
+    elif start < 0 or start + len(text) > len(context):
+        problem = f"answer beyond context: [{start}, {start + len(text)}) outside context of {len(context)} chars"
+    elif context[start : start + len(text)] != text:
+        problem = f"misaligned answer: context[{start}:{start + len(text)}] is {_clip(context[start:start + len(text)])}, not {_clip(text)}"
+    else:
+        return Answer(text, start), None, False
+    fixed = _nearest(context, text, hint if isinstance(hint, int) else 0)
+    if fixed is None:
+        return None, f"{problem}; text does not occur in the context", False
+    return Answer(text, fixed), f"{problem}; nearest occurrence at {fixed}", True
+
+
+def validate(records: Iterable[RawQuestion], path: Path, fmt: str, mode: Mode) -> Dataset:
+    """Turn raw records into examples, applying the strict or lenient policy."""
+    report = DataReport(str(path), fmt, mode)
+    examples: list[Example] = []
+    seen: set[str] = set()
+    for rec in records:
+        report.questions_read += 1
+        report.answers_read += len(rec.answers)
+        problems: list[tuple[str, str]] = []  # (problem, action) for this example
+        drop = None
+        if rec.problem:
+            drop = rec.problem
+        elif rec.id in seen:
+            drop = "duplicate id: an earlier example has the same id"
+        elif not isinstance(rec.context, str) or not rec.context.strip():
+            drop = "empty context"
+        elif not isinstance(rec.question, str) or not rec.question.strip():
+            drop = "empty question"
+        answers: list[Answer] = []
+        if drop is None:
+            for text, start in rec.answers:
+                answer, problem, repaired = _check_answer(rec.context, text, start)
+                if problem:
+                    problems.append((problem, "repaired" if repaired else "dropped answer"))
+                if answer is not None:
+                    answers.append(answer)
+            if rec.answers and not answers:
+                problems.append(("no valid answer: every reference was dropped", "dropped example"))
+                drop = "no valid answer"
+        else:
+            problems.append((drop, "dropped example"))
+        if mode == "strict" and problems:
+            report.issues.extend(Issue(rec.id, p, "error") for p, _ in problems)
+            continue
+        report.issues.extend(Issue(rec.id, p, a) for p, a in problems)
+        report.answers_repaired += sum(a == "repaired" for _, a in problems)
+        report.answers_dropped += len(rec.answers) - len(answers)
+        if drop:
+            report.examples_dropped += 1
+            continue
+        seen.add(rec.id)
+        examples.append(Example(rec.id, rec.question, rec.context, tuple(answers)))
+    if mode == "strict" and report.issues:
+        shown = "\n".join(f"  {path}: example {i.example_id}: {i.problem}" for i in report.issues[:20])
+        more = f"\n  … and {len(report.issues) - 20} more" if len(report.issues) > 20 else ""
+        raise DataError(
+            f"{path}: {len(report.issues)} problem(s) in strict mode "
+            f"(use lenient mode to repair or drop them):\n{shown}{more}"
+        )
+    report.examples_kept = len(examples)
+    report.answers_kept = sum(len(ex.answers) for ex in examples)
+    return Dataset(examples, report)
+
+
+def load(path: str | Path, mode: Mode = "strict", fmt: str = "auto") -> Dataset:
+    """Load and validate a data file in any registered format.
+
+    Args:
+        path: the JSON file.
+        mode: ``"strict"`` raises on any problem; ``"lenient"`` repairs or drops and reports.
+        fmt: a registered format name (``"hw7"``, ``"squad"``) or ``"auto"`` (from the top-level keys).
+
+    Returns:
+        The examples in file order and the validation report.
+
+    Raises:
+        DataError: unreadable file, structural problems (always), or content problems (strict).
+    """
+    if mode not in ("strict", "lenient"):
+        raise ValueError(f"mode must be 'strict' or 'lenient', got {mode!r}")
+    path = Path(path)
+    found, records = read_records(path, fmt)
+    return validate(records, path, found.name, mode)
+
+
+def load_references(path: str | Path, fmt: str = "auto") -> References:
+    """Example id → every reference answer text, positions not checked.
+
+    Official evaluators score against all reference texts, including those whose
+    ``answer_start`` is wrong or missing, so evaluation reads them here rather than from
+    validated examples (which keep only answers they can locate). The first of duplicate ids wins.
+    """
+    found, records = read_records(path, fmt)
+    refs: dict[str, list[str]] = {}
+    for rec in records:
+        if rec.problem is None and rec.id not in refs:
+            refs[rec.id] = [text for text, _ in rec.answers if isinstance(text, str)]
+    return References(refs, found, str(path))

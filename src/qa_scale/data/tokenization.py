@@ -1,0 +1,133 @@
+"""Tokenizers: hub names, local directories, a bare ``vocab.txt``, or a vocabulary built here.
+
+Windows need offsets, so only fast (Rust-backed) tokenizers are accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+class TokenizerError(ValueError):
+    """A tokenizer that cannot be loaded or cannot make windows."""
+
+
+def _distinct_vocab_entries(vocab_file: Path) -> int:
+    return len(set(vocab_file.read_text(encoding="utf-8").splitlines()))
+
+
+def _from_vocab_file(vocab_file: Path) -> PreTrainedTokenizerBase:
+    from transformers import BertTokenizerFast
+
+    # BertTokenizerFast's constructor argument for a vocabulary file differs between
+    # transformers releases (and one silently ignores the other's); loading a directory that
+    # holds vocab.txt is the path every release shares.
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(vocab_file, Path(tmp) / "vocab.txt")
+        tok = BertTokenizerFast.from_pretrained(tmp)
+    expected = _distinct_vocab_entries(vocab_file)
+    if len(tok.get_vocab()) != expected:
+        raise TokenizerError(
+            f"{vocab_file}: loaded {len(tok.get_vocab())} vocabulary entries, expected {expected}"
+        )
+    return tok
+
+
+def load_tokenizer(spec: str | os.PathLike) -> PreTrainedTokenizerBase:
+    """Load a fast tokenizer.
+
+    Args:
+        spec: a ``vocab.txt`` file (BERT WordPiece, e.g. the Chinese BERT vocabulary), a
+            directory saved with ``save_pretrained``, or a Hugging Face hub name
+            (``hfl/chinese-macbert-large``), read from the local cache when offline.
+
+    Raises:
+        TokenizerError: the spec cannot be loaded, or the tokenizer is not a fast one.
+    """
+    from transformers import AutoTokenizer
+
+    path = Path(spec)
+    try:
+        if path.is_file():
+            tok = _from_vocab_file(path)
+        else:
+            tok = AutoTokenizer.from_pretrained(str(spec), use_fast=True)
+    except TokenizerError:
+        raise
+    except (OSError, ValueError) as err:
+        where = "the local directory" if path.is_dir() else "a local file or directory, or a hub name in the local cache"
+        raise TokenizerError(
+            f"cannot load tokenizer {str(spec)!r} from {where}: {err}. "
+            "Without hub access, pass a vocab.txt, a directory saved with save_pretrained, "
+            "or build a vocabulary with `qa-scale vocab`."
+        ) from None
+    if not getattr(tok, "is_fast", False):
+        raise TokenizerError(f"tokenizer {str(spec)!r} is not a fast tokenizer; windows need offset mappings")
+    return tok
+
+
+def build_char_vocab(corpus: Iterable[str], out_dir: str | os.PathLike, vocab_size: int = 8000,
+                     min_frequency: int = 1) -> PreTrainedTokenizerBase:
+    """Train a character-level Chinese WordPiece vocabulary and save it as a tokenizer directory.
+
+    The BERT normaliser puts every CJK character in a word of its own, so Chinese text becomes
+    one token per character (as in the Chinese BERT vocabulary) while Latin words and numbers
+    get WordPiece sub-words.
+
+    Args:
+        corpus: lines of text (e.g. the contexts of a data set).
+        out_dir: where ``vocab.txt`` and the tokenizer files are written.
+        vocab_size: upper bound on the vocabulary size, special tokens included.
+        min_frequency: tokens seen fewer times are left out.
+
+    Returns:
+        The tokenizer, loaded back from ``out_dir``.
+    """
+    from tokenizers import BertWordPieceTokenizer
+
+    trainer = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    trainer.train_from_iterator(
+        corpus, vocab_size=vocab_size, min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.save_model(str(out))  # writes vocab.txt, special tokens first
+    tok = _from_vocab_file(out / "vocab.txt")
+    tok.save_pretrained(str(out))
+    return tok
+
+
+def tokenizer_identity(tok: PreTrainedTokenizerBase) -> dict:
+    """What makes two tokenizers give the same windows: vocabulary and normalisation.
+
+    The name or path it was loaded from is left out on purpose: the same vocabulary loaded
+    from two places tokenizes identically.
+    """
+    state = json.loads(tok.backend_tokenizer.to_str())
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: (kv[1], kv[0]))
+    return {
+        "vocab_size": len(vocab),
+        "vocab_sha256": hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest(),
+        "normalizer": state.get("normalizer"),
+        "pre_tokenizer": state.get("pre_tokenizer"),
+        "special_tokens": {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)},
+    }
+
+
+def corpus_lines(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
+    """The non-empty lines of text files, stripped, file after file (a corpus for a vocabulary)."""
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            yield from (line.strip() for line in fh if line.strip())

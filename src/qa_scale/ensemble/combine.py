@@ -1,0 +1,139 @@
+"""Several logits stores → one (weighted) mean of start/end logits → the shared decoder.
+
+Members are averaged only when their windows are identical: the fingerprints (tokenizer
+identity, window settings, example ids, a hash of every window's input ids) and the examples'
+text must agree, else :class:`EnsembleError` names the first difference. The mean is streamed:
+one float32 accumulator per logits array and one block of one member at a time, so memory
+stays near one store's logits however many members there are. Weights are normalised to sum
+to 1; a member of weight 0 is not read. What is averaged is the combination rule's (``rules.py``):
+the raw logits (``mean_logits``, the default), or each window's log-softmax (``mean_log_softmax``,
+members whose logit scales differ then count alike), or any registered rule.
+
+Decoding uses the first member's windows and examples (all members have the same) and, unless
+told otherwise, its decode settings: an ensemble of one store reproduces that store's
+predictions exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..data.windows import fingerprint_difference
+from ..evaluation.decode import DecodeConfig, Decoded, decode
+from ..inference.logits_store import LOGITS, Store
+from . import rules
+from .errors import EnsembleError
+
+log = logging.getLogger(__name__)
+
+
+def check_compatible(stores: Sequence[Store]) -> None:
+    """Raise :class:`EnsembleError` naming the first store and difference that breaks the ensemble."""
+    if not stores:
+        raise EnsembleError("no stores to ensemble")
+    first = stores[0]
+    for other in stores[1:]:
+        diff = fingerprint_difference(first.fingerprint, other.fingerprint)
+        if diff is None and first.meta.get("examples_sha256") != other.meta.get("examples_sha256"):
+            diff = "the examples' questions or contexts differ (same ids and window tokens)"
+        if diff is None and first.shape != other.shape:
+            diff = f"logits shape differs: {first.shape} vs {other.shape}"
+        if diff is not None:
+            raise EnsembleError(f"{other.path} cannot be averaged with {first.path}: {diff}")
+
+
+def parse_weights(text: str, n: int) -> list[float]:
+    """``"0.5,0.3,0.2"`` → floats, one per store."""
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise EnsembleError(f"--weights must be comma-separated numbers, got {text!r}") from None
+    if len(weights) != n:
+        raise EnsembleError(f"{len(weights)} weights for {n} stores")
+    return weights
+
+
+def normalise(weights: Sequence[float] | None, n: int) -> np.ndarray:
+    """Weights on the simplex (uniform when None); negative, non-finite or all-zero weights are refused."""
+    w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != (n,) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise EnsembleError(f"weights must be {n} finite numbers ≥ 0, not all 0; got {list(np.atleast_1d(w))}")
+    return w / w.sum()
+
+
+def _accumulate(acc: np.ndarray, tmp: np.ndarray, store: Store, name: str, weight: np.float32,
+                rule: rules.CombineRule, chunk_rows: int) -> None:
+    """``acc += weight × rule(member)`` block by block (the member's read buffer is freed on return)."""
+    for rows, block in store.iter_rows(name, chunk_rows):
+        t = tmp[: len(block)]
+        np.copyto(t, block)  # fp16 → fp32 without a new array
+        t = rule.transform(t)
+        t *= weight
+        acc[rows] += t
+
+
+def mean_logits(stores: Sequence[Store], weights: Sequence[float] | None = None, rule: str = rules.DEFAULT,
+                chunk_rows: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean start and end logits ``[W, L]`` float32, streamed member by member.
+
+    Args:
+        stores: compatible stores (see :func:`check_compatible`; checked here too).
+        weights: one per store, normalised to sum to 1; default uniform.
+        rule: the combination rule's name (``rules.RULES``): what of each member is averaged.
+        chunk_rows: rows read at a time from a member (the only per-member memory).
+
+    Returns:
+        (start, end); padding positions stay −inf.
+    """
+    check_compatible(stores)
+    combine = rules.get(rule)
+    w = normalise(weights, len(stores))
+    W, L = stores[0].shape
+    out = []
+    for name in LOGITS:
+        acc = np.zeros((W, L), np.float32)
+        tmp = np.empty((min(chunk_rows, W), L), np.float32)
+        for store, wk in zip(stores, w):
+            if wk > 0:  # 0 × −inf padding would be NaN; a zero weight means "not a member"
+                _accumulate(acc, tmp, store, name, np.float32(wk), combine, chunk_rows)
+        out.append(acc)
+    return out[0], out[1]
+
+
+@dataclass
+class EnsembleResult:
+    """What :func:`ensemble` decoded, and from what."""
+
+    decoded: Decoded
+    weights: list[float]
+    stores: list[Store]
+    decode_config: DecodeConfig
+    rule: str = rules.DEFAULT
+
+    @property
+    def example_ids(self) -> list[str]:
+        return self.stores[0].windows.example_ids
+
+
+def ensemble(stores: Sequence[Store], weights: Sequence[float] | None = None, rule: str = rules.DEFAULT,
+             decode_config: DecodeConfig | None = None, nbest: bool = True, chunk_rows: int = 256) -> EnsembleResult:
+    """Mean logits of the stores, decoded with the shared decoder.
+
+    Args:
+        stores: compatible logits stores.
+        weights: one per store (normalised); default uniform.
+        rule: the combination rule (``rules.RULES``); default: the mean of the raw logits.
+        decode_config: decoder settings; default: the first store's.
+        nbest: also build n-best lists.
+        chunk_rows: rows per streamed block.
+    """
+    stores = list(stores)
+    start, end = mean_logits(stores, weights, rule, chunk_rows)
+    first = stores[0]
+    config = decode_config or first.decode_config()
+    decoded = decode(first.windows, start, end, first.examples, config, nbest=nbest)
+    return EnsembleResult(decoded, normalise(weights, len(stores)).tolist(), stores, config, rule)

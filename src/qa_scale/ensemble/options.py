@@ -1,0 +1,34 @@
+"""The settings of ``qa-scale ensemble`` (fields → flags), kept light for ``--help``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..common.settings import option
+from . import rules
+from .errors import EnsembleError
+
+
+@dataclass
+class EnsembleOptions:
+    """How ``qa-scale ensemble`` chooses members and weights, scores and writes."""
+
+    weights: str | None = option(None, "comma-separated weights, one per store (normalised to sum 1; default: uniform)")
+    recipe: Path | None = option(None, "ensemble recipe YAML (ensemble/*.yaml): members, weights, combination rule")
+    combine: str | None = option(None, f"combination rule: {', '.join(rules.RULES)} (default: the recipe's, "
+                                       f"else {rules.DEFAULT})")
+    references: Path | None = option(None, "data file with answers: score the ensemble and every member")
+    search_weights: bool = option(False, "search weights on --references (scipy SLSQP on the simplex, held-out "
+                                          "check) and write a recipe")
+    holdout: float = option(0.3, "fraction of reference examples held out of the search")
+    search_metric: Literal["f1", "em"] = option("f1", "metric that decides between searched and uniform weights")
+    recipe_out: Path | None = option(None, "where --search-weights writes the recipe (default: OUT/recipe.yaml)")
+    nbest: bool = option(True, "also write the n-best lists (--no-nbest is faster)")
+
+    def __post_init__(self) -> None:
+        if sum(map(bool, (self.recipe, self.weights, self.search_weights))) > 1:
+            raise EnsembleError("give at most one of --weights, --recipe and --search-weights")
+        if self.combine is not None:
+            rules.get(self.combine)

@@ -1,0 +1,2 @@
+"""The end of the data flow: window logits → answers (``decode``) → scores (``metrics``) and
+leaderboard files (``submit``); ``oracle`` and ``baselines`` are the ceiling and the floor."""

@@ -1,0 +1,221 @@
+"""Logits stores: one model's start/end logits on every window of a data set, on disk.
+
+A store is a folder that the ensembler reads without the model::
+
+    store.json        what made it: the window fingerprint (tokenizer identity, window settings,
+                      example ids, a hash of every window's input ids), the model's identity,
+                      the data file, the decode settings, dtype and shape, metrics if scored
+    start_logits.npy  [W, max_seq_len] float32 or float16, −inf on padding; plain ``.npy``, so
+                      ``np.load(..., mmap_mode="r")`` maps it and :func:`iter_rows` streams it
+    end_logits.npy
+    windows/          the window set (``data.window_store`` Arrow): offsets, CLS positions, labels
+    examples.json     ids, questions, contexts (each distinct context once) and answers
+    predictions.json  this model's answers ``{id: text}``
+    nbest.json        its n-best lists
+    metrics.json      EM / F1 (and HW7 accuracy) when references were given
+
+The folder is written beside its destination and renamed into place, so a reader never sees
+half a store. Predictions are decoded from the logits *as stored* (after the fp16 cast, if any):
+ensembling a store with itself reproduces them exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..common.files import staged_dir, write_json
+from ..data import Answer, Example
+from ..data.window_store import load_windows, save_windows
+from ..data.windows import WindowSet
+from ..evaluation.decode import DecodeConfig, Decoded
+
+FORMAT = "qa-scale logits store"
+VERSION = 1
+DTYPES = {"fp32": np.float32, "fp16": np.float16}
+LOGITS = ("start_logits", "end_logits")
+
+
+class StoreError(ValueError):
+    """A folder that is not a readable logits store."""
+
+
+def examples_sha256(examples: Sequence[Example]) -> str:
+    """Hash of the ids, questions and contexts (answers left out: they do not change logits)."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex.id, ex.question, ex.context], ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def model_identity(model_dir: str | os.PathLike) -> dict:
+    """Where a model lives and what it is: resolved path, config hash, weight files and sizes."""
+    path = Path(model_dir).resolve()
+    config = path / "config.json"
+    weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")) if path.is_dir() else []
+    return {
+        "path": str(path),
+        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None,
+        "weights": {p.name: p.stat().st_size for p in weights},
+    }
+
+
+def _examples_json(examples: Sequence[Example]) -> dict:
+    contexts = {c: i for i, c in enumerate(dict.fromkeys(ex.context for ex in examples))}
+    return {"contexts": list(contexts), "examples": [
+        {"id": ex.id, "question": ex.question, "context": contexts[ex.context],
+         "answers": [[a.text, a.start] for a in ex.answers]} for ex in examples]}
+
+
+def write_store(out: str | os.PathLike, ws: WindowSet, examples: Sequence[Example], start: np.ndarray,
+                end: np.ndarray, decoded: Decoded, *, precision: str = "fp32",
+                decode_config: DecodeConfig = DecodeConfig(), model: dict | None = None, data: dict | None = None,
+                metrics: dict | None = None, extra: dict | None = None) -> "Store":
+    """Write a store atomically (an existing one at ``out`` is replaced once the new one is complete).
+
+    Args:
+        out: the store folder.
+        ws: the windows the logits were computed on.
+        examples: the examples of ``ws``, in order.
+        start, end: ``[W, L]`` logits, already in the dtype of ``precision`` (see :func:`cast`).
+        decoded: the decoder's answers for exactly these logits (with n-best lists).
+        precision: ``"fp32"`` or ``"fp16"``: the dtype the arrays are saved in.
+        decode_config: the settings ``decoded`` was made with (ensembles default to them).
+        model: :func:`model_identity` of the model, or any description of where the logits came from.
+        data: the data file's path, format and validation report.
+        metrics: scores of ``decoded``, when references were given.
+        extra: other facts worth keeping (batch size, world size, seconds…).
+    """
+    dtype = DTYPES[precision]
+    if start.dtype != dtype or end.dtype != dtype or start.shape != end.shape or start.shape[0] != len(ws):
+        raise ValueError(f"logits must be two {precision} arrays of {len(ws)} rows, got "
+                         f"{start.dtype}{start.shape} and {end.dtype}{end.shape}")
+    meta = {
+        "format": FORMAT, "version": VERSION,
+        "fingerprint": ws.fingerprint(),
+        "windows": {**asdict(ws.config), "stride": ws.config.stride(), "strategy": ws.strategy},
+        "examples_sha256": examples_sha256(examples),
+        "logits": {"dtype": precision, "shape": list(start.shape), "padding": "-inf"},
+        "decode": asdict(decode_config),
+        "model": model or {}, "data": data or {}, "metrics": metrics, **(extra or {}),
+    }
+    out = Path(out)
+    with staged_dir(out) as tmp:
+        for name, array in zip(LOGITS, (start, end)):
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
+        save_windows(ws, tmp / "windows")
+        write_json(tmp / "examples.json", _examples_json(examples), indent=None)
+        write_json(tmp / "predictions.json", decoded.predictions)
+        write_json(tmp / "nbest.json", decoded.nbest or {}, indent=None)
+        if metrics is not None:
+            write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "store.json", meta)  # last: its presence marks a complete store
+    return open_store(out)
+
+
+def cast(logits: np.ndarray, precision: str) -> np.ndarray:
+    """Logits in the storage dtype; fp16 overflow (|x| > 65504) is an error, not a silent inf."""
+    with np.errstate(over="ignore"):  # checked just below, with a better message
+        out = np.asarray(logits).astype(DTYPES[precision], copy=False)
+    if precision == "fp16" and np.isinf(out[np.isfinite(logits)]).any():
+        raise ValueError("logits exceed the fp16 range (|x| > 65504): store them with --precision fp32")
+    return out
+
+
+@dataclass
+class Store:
+    """A logits store opened for reading (arrays are read on demand)."""
+
+    path: Path
+    meta: dict
+
+    @property
+    def fingerprint(self) -> dict:
+        return self.meta["fingerprint"]
+
+    @property
+    def model_path(self) -> str | None:
+        return self.meta.get("model", {}).get("path")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.meta["logits"]["shape"])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of both logits arrays as stored."""
+        W, L = self.shape
+        return 2 * W * L * np.dtype(DTYPES[self.meta["logits"]["dtype"]]).itemsize
+
+    def logits(self, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(start, end) in the stored dtype, memory-mapped unless ``mmap`` is False."""
+        return tuple(np.load(self.path / f"{name}.npy", mmap_mode="r" if mmap else None) for name in LOGITS)
+
+    def iter_rows(self, name: str, chunk_rows: int = 256) -> Iterator[tuple[slice, np.ndarray]]:
+        """Stream one logits array as ``(rows, block)`` pairs with ordinary file reads.
+
+        Only one block of ``chunk_rows`` rows is in memory at a time (a memory map would
+        leave every page it touched resident until unmapped). The block buffer is reused:
+        consume it before asking for the next one.
+        """
+        with open(self.path / f"{name}.npy", "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise StoreError(f"{self.path / name}.npy: unsupported .npy version {version}")
+            shape, fortran, dtype = read_header(fh)
+            if fortran or len(shape) != 2 or tuple(shape) != self.shape:
+                raise StoreError(f"{self.path / name}.npy: shape {shape} does not match store.json {self.shape}")
+            W, L = shape
+            buf = np.empty((min(chunk_rows, W), L), dtype)
+            for a in range(0, W, chunk_rows):
+                block = buf[: min(chunk_rows, W - a)]
+                if fh.readinto(memoryview(block).cast("B")) != block.nbytes:
+                    raise StoreError(f"{self.path / name}.npy is truncated")
+                yield slice(a, a + len(block)), block
+
+    @cached_property
+    def windows(self) -> WindowSet:
+        return load_windows(self.path / "windows")
+
+    @cached_property
+    def examples(self) -> list[Example]:
+        raw = json.loads((self.path / "examples.json").read_text(encoding="utf-8"))
+        contexts = raw["contexts"]
+        return [Example(e["id"], e["question"], contexts[e["context"]], tuple(Answer(t, s) for t, s in e["answers"]))
+                for e in raw["examples"]]
+
+    def predictions(self) -> dict[str, str]:
+        return json.loads((self.path / "predictions.json").read_text(encoding="utf-8"))
+
+    def nbest(self) -> dict[str, list[dict]]:
+        return json.loads((self.path / "nbest.json").read_text(encoding="utf-8"))
+
+    def decode_config(self) -> DecodeConfig:
+        return DecodeConfig(**self.meta.get("decode", {}))
+
+
+def open_store(path: str | os.PathLike) -> Store:
+    """Open a store written by :func:`write_store`.
+
+    Raises:
+        StoreError: no ``store.json`` (not a store, or one still being written), or another format.
+    """
+    path = Path(path)
+    meta_file = path / "store.json"
+    if not meta_file.is_file():
+        what = "does not exist" if not path.exists() else "is not a logits store (no store.json)"
+        raise StoreError(f"{path} {what}; make one with `qa-scale predict MODEL DATA --out {path}`")
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise StoreError(f"{path}: not a version-{VERSION} logits store "
+                         f"(format {meta.get('format')!r}, version {meta.get('version')!r})")
+    return Store(path, meta)

@@ -1,0 +1,2 @@
+"""Readers: QA models from local checkpoints or tiny configs (``model``), the registry of model
+families (``families``) and LoRA adapters (``lora``)."""

@@ -1,0 +1,139 @@
+"""LoRA mode: peft adapters on a QA reader, trained by the same engine as full fine-tuning.
+
+``mode: lora`` wraps the reader built by :mod:`.model` with peft's LoRA before DeepSpeed sees
+it: the backbone's weights are frozen, low-rank updates are added to the projections its family
+names (``families.py``: attention and feed-forward layers for BERT), and the span head is
+trained in full. Checkpoints, resume and logging are the engine's own; the export of the adapter
+and of the merged model is ``training/export.py``'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from ..common.settings import option
+from .families import ModelFamily, family_of
+from .model import count_parameters
+
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoraSection:
+    """LoRA settings of ``mode: lora`` (ignored in full fine-tuning)."""
+
+    r: int = option(8, "rank of the low-rank updates")
+    alpha: float = option(16.0, "updates are scaled by alpha / r")
+    dropout: float = option(0.1, "dropout on the input of each LoRA update")
+    target_modules: list[str] | None = field(default=None, metadata={
+        "help": "module-name suffixes that get LoRA updates (default: the model family's, for BERT "
+                "attention q/k/v/output and both FFN layers)"})
+    modules_to_save: list[str] = field(default_factory=list, metadata={
+        "help": "more modules trained in full beside the adapters (the span head qa_outputs always is)"})
+    bias: Literal["none", "all", "lora_only"] = option("none", "which biases train")
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise ValueError(f"lora: need r ≥ 1, alpha > 0 and 0 ≤ dropout < 1, got r={self.r}, "
+                             f"alpha={self.alpha}, dropout={self.dropout}")
+        for name in ("target_modules", "modules_to_save"):
+            value = getattr(self, name)
+            if value is None and name == "target_modules":
+                continue
+            if isinstance(value, str):
+                setattr(self, name, [value])
+            elif not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ValueError(f"lora.{name}: expected a list of module names, got {value!r}")
+        if self.target_modules is not None and not self.target_modules:
+            raise ValueError("lora.target_modules is empty")
+
+    def targets(self, family: ModelFamily) -> list[str]:
+        """The modules that get LoRA updates: the recipe's, else the family's default."""
+        return list(self.target_modules or family.lora_targets)
+
+    def peft_config(self, family: ModelFamily) -> LoraConfig:
+        """The peft ``LoraConfig`` of these settings for a model of ``family``."""
+        from peft import LoraConfig
+
+        # No task_type on purpose: peft's QUESTION_ANS wrapper (PeftModelForQuestionAnswering,
+        # peft 0.21) drops token_type_ids before calling the model, so a reader would train
+        # without segment embeddings and its merged export would then answer differently. The
+        # plain PeftModel passes every argument through; the head is listed here instead.
+        heads = [family.head, *(m for m in self.modules_to_save if m != family.head)]
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=self.targets(family), modules_to_save=heads, bias=self.bias)
+
+
+def is_peft(model: torch.nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def _linear_suffixes(model: torch.nn.Module) -> list[str]:
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    return sorted(names)
+
+
+def apply_lora(model: torch.nn.Module, section: LoraSection) -> PeftModel:
+    """Freeze ``model`` and add LoRA updates (and a trainable head) as ``section`` says.
+
+    Raises:
+        ValueError: a target or head module matches nothing in the model (names the linear
+            layers it has).
+    """
+    from peft import get_peft_model
+
+    family = family_of(model)
+    names = [n for n, _ in model.named_modules()]
+    for target in [*section.targets(family), *section.modules_to_save, family.head]:
+        if not any(n == target or n.endswith("." + target) for n in names):
+            raise ValueError(f"lora: no module of {type(model).__name__} is named {target!r}; "
+                             f"its linear layers end in: {', '.join(_linear_suffixes(model))}")
+    peft_model = get_peft_model(model, section.peft_config(family))
+    total, trainable = parameter_counts(peft_model)
+    log.info("LoRA r=%d alpha=%g on %s: %d of %d parameters trainable (%.3f%%)", section.r, section.alpha,
+             ",".join(section.targets(family)), trainable, total, 100 * trainable / total)
+    return peft_model
+
+
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, trainable), without LoRA's bookkeeping copy of the head counted twice.
+
+    peft keeps the head's original weights beside its trainable copy (``original_module``);
+    the model computes with one of them, so the frozen copy is left out of the total.
+    """
+    total, trainable = count_parameters(model)
+    extra = sum(getattr(p, "ds_numel", p.numel()) for n, p in model.named_parameters() if ".original_module." in n)
+    return total - extra, trainable
+
+
+def load_adapter_model(base: torch.nn.Module, adapter_dir: str | os.PathLike) -> PeftModel:
+    """A base reader with an exported adapter applied (unmerged), for checks and further training."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(adapter_dir))
+
+
+def shape_counts(config, section: LoraSection) -> dict:
+    """Parameters of full fine-tuning vs LoRA for an architecture, built on the meta device.
+
+    Nothing is allocated or downloaded: the model exists only as shapes.
+    """
+    from transformers import AutoModelForQuestionAnswering
+
+    with torch.device("meta"):
+        model = AutoModelForQuestionAnswering.from_config(config)
+        full_total, _ = parameter_counts(model)
+        family = family_of(model)
+        total, trainable = parameter_counts(apply_lora(model, section))
+    return {"full_fine_tuning_trainable": full_total, "total": total, "lora_trainable": trainable,
+            "lora_trainable_percent": round(100 * trainable / total, 4), "targets": section.targets(family)}

@@ -1,0 +1,221 @@
+"""Models: QA readers from local checkpoints or tiny configs, and their optimizer groups.
+
+Hub names are read from the local Hugging Face cache only when the hub is unreachable; a
+name that is neither a local directory nor cached fails at once with what to pass instead.
+A BERT masked-LM checkpoint (the offline backbone of ``qa-scale backbone``) loads as a QA
+reader with a newly initialised span head.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+    )
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(ValueError):
+    """A model that cannot be built or loaded, or does not fit its tokenizer."""
+
+
+def tiny_bert_config(vocab_size: int, hidden_size: int = 64, num_hidden_layers: int = 2, num_attention_heads: int = 2,
+                     intermediate_size: int = 128, max_position_embeddings: int = 512,
+                     **overrides) -> BertConfig:
+    """A small BERT configuration for tests, demos and the offline backbone.
+
+    Args:
+        vocab_size: rows of the embedding matrix (at least the tokenizer's largest id + 1).
+        hidden_size: width of every layer.
+        num_hidden_layers: encoder blocks.
+        num_attention_heads: attention heads (must divide ``hidden_size``).
+        intermediate_size: width of the feed-forward layers.
+        max_position_embeddings: longest input.
+        **overrides: any other ``BertConfig`` field (e.g. ``hidden_dropout_prob=0.0``).
+    """
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+                      num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
+                      max_position_embeddings=max_position_embeddings, **overrides)
+
+
+def _attn_for(model_class: type, attn_implementation: str) -> str:
+    # Only a class that cannot run SDPA falls back; any other unknown value is the caller's
+    # error and is left for transformers to report.
+    if attn_implementation == "sdpa" and not getattr(model_class, "_supports_sdpa", False):
+        log.warning("%s does not support SDPA attention; using eager attention", model_class.__name__)
+        return "eager"
+    return attn_implementation
+
+
+def _from_config(model_class: type, config, attn_implementation: str, seed: int | None):
+    # fork_rng keeps the caller's random stream untouched: seeding a model build must not
+    # change, say, the data order drawn afterwards.
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return model_class._from_config(config, attn_implementation=_attn_for(model_class, attn_implementation))
+
+
+def build_mlm_model(config: BertConfig, seed: int | None = None,
+                    attn_implementation: str = "sdpa") -> BertForMaskedLM:
+    """A randomly initialised BERT masked-LM (for pre-training the offline backbone).
+
+    Args:
+        config: the architecture, e.g. from :func:`tiny_bert_config`.
+        seed: seeds the initialisation; the global random state is left as it was.
+        attn_implementation: ``"sdpa"`` (default) or ``"eager"``.
+    """
+    from transformers import BertForMaskedLM
+
+    return _from_config(BertForMaskedLM, config, attn_implementation, seed)
+
+
+def load_config(name_or_path: str):
+    """A model's ``transformers`` config from a local directory or the local hub cache."""
+    from transformers import AutoConfig
+
+    is_dir = Path(name_or_path).is_dir()
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        if is_dir:
+            raise ModelLoadError(f"cannot load a model config from directory {name_or_path!r}: {err}") from None
+        raise ModelLoadError(
+            f"model {name_or_path!r} is not a local directory and is not in the local Hugging Face "
+            "cache (the hub is unreachable or disabled by HF_HUB_OFFLINE). Pass a local directory "
+            "saved with save_pretrained, or pre-train an offline backbone with `qa-scale backbone` "
+            "and pass its output directory."
+        ) from None
+
+
+def _load_pretrained(name_or_path: str, attn_implementation: str, seed: int | None) -> PreTrainedModel:
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_QUESTION_ANSWERING_MAPPING,
+    )
+
+    config = load_config(name_or_path)
+    try:
+        model_class = MODEL_FOR_QUESTION_ANSWERING_MAPPING[type(config)]
+    except KeyError:
+        raise ModelLoadError(f"{name_or_path!r} is a {config.model_type!r} model, which has no "
+                             "question-answering head in transformers") from None
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            model, info = model_class.from_pretrained(
+                name_or_path, config=config, output_loading_info=True,
+                attn_implementation=_attn_for(model_class, attn_implementation))
+        except OSError as err:  # e.g. a directory holding a config but no weights
+            raise ModelLoadError(f"cannot load model weights from {name_or_path!r}: {err}") from None
+    if info["missing_keys"]:
+        # Expected for a masked-LM or bare-encoder checkpoint: only the span head is new.
+        source = ", ".join(config.architectures or [config.model_type])
+        log.info("%s: checkpoint is %s; newly initialised: %s", name_or_path, source,
+                 ", ".join(sorted(info["missing_keys"])))
+    return model
+
+
+def load_qa_model(name_or_path: str | None, *, vocab_size: int | None = None, tiny: dict | None = None,
+                  gradient_checkpointing: bool = False, attn_implementation: str = "sdpa",
+                  seed: int | None = None) -> PreTrainedModel:
+    """Build or load an extractive QA model (start/end logits over the tokens).
+
+    Args:
+        name_or_path: a local directory saved with ``save_pretrained`` (a QA checkpoint, or a
+            BERT masked-LM / encoder checkpoint whose span head is then newly initialised), or a
+            hub name present in the local cache. Ignored when ``tiny`` is given.
+        vocab_size: embedding rows of a tiny model (required with ``tiny``).
+        tiny: build a randomly initialised BERT from :func:`tiny_bert_config` with these
+            overrides (``{}`` for the defaults) instead of loading anything.
+        gradient_checkpointing: recompute activations in the backward pass to save memory.
+        attn_implementation: ``"sdpa"`` (default; falls back to ``"eager"`` with a warning for
+            model classes without SDPA support), ``"eager"``, or another transformers value.
+        seed: seeds the random initialisation (of a tiny model, or of a new span head).
+
+    Raises:
+        ModelLoadError: the model is not local nor cached, has no QA head, or ``tiny`` lacks
+            ``vocab_size``.
+    """
+    from transformers import BertForQuestionAnswering
+
+    if tiny is not None:
+        if vocab_size is None:
+            raise ModelLoadError("a tiny model needs vocab_size (the tokenizer's largest id + 1)")
+        if name_or_path:
+            log.info("building a tiny model; model name %r is ignored", name_or_path)
+        model = _from_config(BertForQuestionAnswering, tiny_bert_config(vocab_size, **tiny),
+                             attn_implementation, seed)
+    elif not name_or_path:
+        raise ModelLoadError("no model given: pass a local model directory, a cached hub name, or tiny={}")
+    else:
+        model = _load_pretrained(name_or_path, attn_implementation, seed)
+    if gradient_checkpointing:
+        enable_checkpointing(model)
+    return model
+
+
+def enable_checkpointing(model: PreTrainedModel) -> None:
+    """Recompute activations in the backward pass (transformers 4 and 5 spell it differently)."""
+    # Non-reentrant checkpointing works with frozen embeddings (LoRA) and with ZeRO-3's
+    # parameter hooks, where the reentrant variant needs work-arounds.
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def check_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Fail when the tokenizer can produce ids the model has no embedding for.
+
+    The largest id counts, not the number of entries: the Chinese BERT ``vocab.txt`` has
+    21,128 lines but 53 duplicates, so ``len(get_vocab())`` is 21,075 while ids reach 21,127.
+
+    Raises:
+        ModelLoadError: naming both sizes.
+    """
+    needed = max(tokenizer.get_vocab().values()) + 1
+    rows = model.get_input_embeddings().num_embeddings
+    if needed > rows:
+        raise ModelLoadError(
+            f"the tokenizer's ids go up to {needed - 1} (needs {needed} embedding rows) but the model's "
+            f"embedding matrix has {rows} rows: use the tokenizer the model was trained with")
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts; shared tensors count once.
+
+    Under ZeRO-3 a parameter's local tensor is an empty shard; its full size is ``ds_numel``.
+    """
+    total = trainable = 0
+    for p in model.parameters():
+        n = getattr(p, "ds_numel", p.numel())
+        total += n
+        trainable += n if p.requires_grad else 0
+    return total, trainable
+
+
+def config_of_shape(name: str):
+    """The ``transformers`` config of a named shape of a registered family (``families.shapes()``)."""
+    from transformers import AutoConfig
+
+    from .families import shapes
+
+    known = shapes()
+    if name not in known:
+        raise ModelLoadError(f"unknown shape {name!r}; known: {', '.join(sorted(known))}")
+    family, values = known[name]
+    return AutoConfig.for_model(family.model_types[0], **values)

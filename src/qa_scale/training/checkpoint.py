@@ -1,0 +1,124 @@
+"""Checkpoints that are committed atomically and resumed exactly.
+
+A checkpoint is ``<output_dir>/checkpoints/step-NNNNNNNN/``: DeepSpeed's files (every rank
+writes its own shards), one ``rng-rank-RRR.pt`` per rank (torch, CUDA, NumPy and Python RNG
+states), and ``COMMITTED.json``, written by rank 0 last, after every rank has finished. A folder
+without ``COMMITTED.json`` is torn (a crash while saving): ``--resume auto`` never picks it, and
+the previous checkpoint stays usable because nothing is ever written into a committed folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..common.files import write_json
+from ..runtime.distributed import barrier
+
+TAG = re.compile(r"^step-(\d{8})$")
+FAULT_ENV = "QA_SCALE_FAULT"  # crash-test hook: "crash-before-commit:<step>" kills the run there
+
+
+class ResumeError(ValueError):
+    """A checkpoint that cannot be resumed as asked."""
+
+
+def tag_of(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def committed(ckpt_dir: Path) -> list[tuple[int, str]]:
+    """(step, tag) of every committed checkpoint, oldest first."""
+    found = []
+    for path in Path(ckpt_dir).glob("step-*"):
+        m = TAG.match(path.name)
+        if m and (path / "COMMITTED.json").exists():
+            found.append((int(m.group(1)), path.name))
+    return sorted(found)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank: int, world_size: int) -> str:
+    """Save and commit the checkpoint of ``step`` (a collective call: every rank calls it)."""
+    tag = tag_of(step)
+    folder = Path(ckpt_dir) / tag
+    if (folder / "COMMITTED.json").exists():
+        return tag  # already committed (e.g. the final save lands on a periodic one)
+    if rank == 0 and folder.exists():
+        shutil.rmtree(folder)  # a torn earlier attempt at this step
+    barrier()
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
+    rng_file = folder / f"rng-rank-{rank:03d}.pt"
+    torch.save(_rng_state(), rng_file.with_suffix(".tmp"))
+    os.replace(rng_file.with_suffix(".tmp"), rng_file)
+    barrier()
+    if os.environ.get(FAULT_ENV) == f"crash-before-commit:{step}":
+        os._exit(17)  # simulates a kill after the shards, before the commit
+    if rank == 0:
+        write_json(folder / "COMMITTED.json", {"step": step, "world_size": world_size, **client_state.get("meta", {})})
+    barrier()
+    return tag
+
+
+def find(ckpt_dir: Path, resume: str) -> str | None:
+    """The tag to resume from: ``"auto"`` → newest committed (None if none); else a folder."""
+    if resume == "auto":
+        done = committed(ckpt_dir)
+        return done[-1][1] if done else None
+    path = Path(resume)
+    if not (path / "COMMITTED.json").exists():
+        raise ResumeError(f"{path} is not a committed checkpoint (no COMMITTED.json): it may be torn")
+    if path.parent.resolve() != Path(ckpt_dir).resolve():
+        raise ResumeError(f"{path} is not inside this run's checkpoint folder {ckpt_dir}")
+    return path.name
+
+
+def load(engine, ckpt_dir: Path, tag: str, rank: int, world_size: int) -> dict:
+    """Restore engine (model, optimizer, scheduler, loss scaler), this rank's RNG; return client state."""
+    meta = json.loads((Path(ckpt_dir) / tag / "COMMITTED.json").read_text(encoding="utf-8"))
+    if meta["world_size"] != world_size:
+        raise ResumeError(
+            f"checkpoint {tag} was written by {meta['world_size']} ranks and this run has {world_size}: "
+            f"ZeRO shards are per rank, so resume with {meta['world_size']} ranks (converting to a "
+            "DeepSpeed universal checkpoint is not supported here)")
+    _, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
+                                       load_lr_scheduler_states=True)
+    if client is None:
+        raise ResumeError(f"DeepSpeed could not load checkpoint {tag} from {ckpt_dir}")
+    _set_rng_state(torch.load(Path(ckpt_dir) / tag / f"rng-rank-{rank:03d}.pt", weights_only=False))
+    return client
+
+
+def prune(ckpt_dir: Path, keep: int, protect: set[str]) -> None:
+    """Rank 0: delete committed checkpoints beyond the newest ``keep`` (except ``protect``) and torn ones
+    older than the newest committed."""
+    done = committed(ckpt_dir)
+    newest = done[-1][0] if done else -1
+    for _, tag in done[:-keep]:
+        if tag not in protect:
+            shutil.rmtree(Path(ckpt_dir) / tag, ignore_errors=True)
+    for path in Path(ckpt_dir).glob("step-*"):
+        m = TAG.match(path.name)
+        if m and int(m.group(1)) < newest and not (path / "COMMITTED.json").exists():
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,126 @@
+"""DeepSpeed JSON templates → the config DeepSpeed runs with. The one place ``"auto"`` is filled.
+
+DeepSpeed itself does not resolve ``"auto"`` (only the Hugging Face Trainer integration does),
+so the values the recipe owns — batch sizes, accumulation, clipping, precision — are written
+into the template here from the :class:`~.recipe.TrainConfig` and the world size. A
+template value that is explicit and disagrees with the recipe is an error, never silently
+overridden: one source of truth per setting.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .recipe import TrainConfig
+
+
+class DSConfigError(ValueError):
+    """A DeepSpeed template that disagrees with the recipe or cannot be filled."""
+
+
+def _fill(node: dict, key: str, value: Any, where: str) -> None:
+    current = node.get(key, "auto")
+    if current == "auto":
+        node[key] = value
+    elif current != value:
+        raise DSConfigError(f"{where}{key} is {current!r} in the DeepSpeed config but the recipe gives {value!r}; "
+                            f"set it to \"auto\" (the recipe owns it) or change the recipe")
+
+
+def _remaining_auto(node: Any, path: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _remaining_auto(v, f"{path}{k}.")]
+    return [path.rstrip(".")] if node == "auto" else []
+
+
+def batch_plan(config: TrainConfig, world_size: int) -> tuple[int, int, int]:
+    """(micro batch per rank, accumulation steps, global batch) for ``world_size`` ranks."""
+    micro, total = config.optim.micro_batch_size, config.optim.global_batch_size
+    if total % (micro * world_size):
+        raise DSConfigError(
+            f"optim.global_batch_size {total} is not divisible by micro_batch_size {micro} × {world_size} ranks; "
+            f"pick a global batch that is a multiple of {micro * world_size}")
+    return micro, total // (micro * world_size), total
+
+
+MIN_REDUCE_BUCKET = 1 << 20  # elements
+# Package data (also in a wheel); the project root's ds_configs/ is a link to this folder.
+SHIPPED = Path(str(resources.files("qa_scale") / "ds_configs"))
+
+
+def find_template(path: str | Path) -> Path:
+    """A DeepSpeed JSON path as given, or else the shipped config of that name (``ds_configs/``).
+
+    Recipes say ``ds_configs/zero2_bf16.json``; that works from the project root and, through
+    the fallback, from any other working directory.
+    """
+    given = Path(path)
+    if given.is_file():
+        return given
+    shipped = SHIPPED / given.name
+    if not given.is_absolute() and given.parent.name in ("ds_configs", "") and shipped.is_file():
+        return shipped
+    raise DSConfigError(f"DeepSpeed config not found: {path} (shipped configs: "
+                        f"{', '.join(sorted(p.name for p in SHIPPED.glob('*.json')))})")
+
+
+def resolve(template: dict | str | Path, config: TrainConfig, world_size: int,
+            hidden_size: int | None = None) -> dict:
+    """Fill a DeepSpeed template for this run.
+
+    Args:
+        template: the JSON (a dict, or a path to it).
+        config: the run config that owns batch sizes, clipping and precision.
+        world_size: number of data-parallel ranks.
+        hidden_size: the model's hidden size, for ZeRO bucket sizes left at ``"auto"``.
+
+    Raises:
+        DSConfigError: an explicit value disagrees with the recipe, a precision block is missing,
+            the template brings its own optimizer or scheduler, or an ``"auto"`` has no rule.
+    """
+    if not isinstance(template, dict):
+        template = json.loads(find_template(template).read_text(encoding="utf-8"))
+    ds = copy.deepcopy(template)
+    for block in ("optimizer", "scheduler"):
+        if block in ds:
+            raise DSConfigError(f"the DeepSpeed config has a {block!r} block: qa-scale builds AdamW and the "
+                                "schedule from the recipe (optim.*); remove the block")
+    micro, accumulation, total = batch_plan(config, world_size)
+    _fill(ds, "train_micro_batch_size_per_gpu", micro, "")
+    _fill(ds, "gradient_accumulation_steps", accumulation, "")
+    _fill(ds, "train_batch_size", total, "")
+    _fill(ds, "gradient_clipping", float(config.optim.grad_clip), "")
+
+    precision = config.run.precision
+    for name in ("bf16", "fp16"):
+        if name == precision and name not in ds:
+            raise DSConfigError(f"run.precision is {precision} but the DeepSpeed config has no {name!r} block; "
+                                f"use a *_{precision} config from ds_configs/ or change run.precision")
+        if name in ds:
+            _fill(ds[name], "enabled", name == precision, f"{name}.")
+
+    zero = ds.get("zero_optimization", {})
+    # h*h elements is the usual bucket for large models (1M at hidden 1024); small models get at
+    # least that many too, or a hidden-128 model would all-reduce 30 tiny buckets per step.
+    rules = {"reduce_bucket_size": lambda h: max(h * h, MIN_REDUCE_BUCKET),
+             "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
+             "stage3_param_persistence_threshold": lambda h: 10 * h}
+    for key, rule in rules.items():
+        if zero.get(key) == "auto":
+            if hidden_size is None:
+                raise DSConfigError(f"zero_optimization.{key} is 'auto' but the model's hidden size is unknown")
+            zero[key] = rule(hidden_size)
+    ds.setdefault("steps_per_print", 10**9)  # qa-scale logs itself; keep DeepSpeed's own prints rare
+    left = _remaining_auto(ds)
+    if left:
+        raise DSConfigError(f"no rule fills {', '.join(left)} = \"auto\"; give explicit values")
+    return ds
+
+
+def offloads_optimizer(ds: dict) -> bool:
+    device = ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
+    return device not in (None, "none")

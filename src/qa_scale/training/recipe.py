@@ -1,0 +1,200 @@
+"""Training recipes: a YAML file plus dotted overrides → one validated :class:`TrainConfig`.
+
+``what to train`` lives here (model, data, optimisation, run); ``how to distribute`` lives in the
+DeepSpeed JSON that ``run.deepspeed`` names, whose ``"auto"`` values :mod:`.ds_config` fills
+from this config. Overrides look like ``optim.lr=2e-5`` or ``data.windows.doc_step=15``;
+unknown keys are refused with the closest valid name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+
+from ..common.settings import base_type, check_keys, option
+from ..data.windows import WindowConfig
+from ..evaluation.decode import DecodeConfig
+from ..modeling.lora import LoraSection
+
+
+@dataclass
+class ModelSection:
+    """Which backbone, and how it runs."""
+
+    name_or_path: str | None = option(None, "hub name or local directory (QA or masked-LM checkpoint)")
+    tokenizer: str | None = option(None, "vocab.txt, tokenizer directory or hub name; default: the model's own")
+    tiny: dict | None = option(None, "build a random small BERT with these config overrides instead of loading one")
+    gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
+    attn_implementation: str = option("sdpa", "attention kernel: sdpa (PyTorch scaled-dot-product) or eager")
+
+
+@dataclass
+class DataSection:
+    """Where examples come from and how they become windows."""
+
+    train_file: str | None = option(None, "training data (HW7 or SQuAD style)")
+    dev_file: str | None = option(None, "dev data for periodic EM/F1 and best-checkpoint selection")
+    mode: Literal["strict", "lenient"] = option("lenient", "validation of the input files")
+    strategy: Literal["all", "random_answer"] = option(
+        "all", "training windows: every window, or one per question with the answer at a random position")
+    windows: WindowConfig = field(default_factory=WindowConfig, metadata={"help": "window settings"})
+    cache_dir: str | None = option(None, "window cache (datasets Arrow); default: <output_dir>/cache")
+    max_train_examples: int | None = option(None, "use only the first N training examples (smoke tests)")
+    max_dev_examples: int | None = option(None, "use only the first N dev examples")
+
+
+@dataclass
+class OptimSection:
+    """AdamW, the learning-rate schedule and batch sizes."""
+
+    lr: float = option(3e-5, "peak learning rate")
+    weight_decay: float = option(0.01, "AdamW weight decay (not on biases and LayerNorm)")
+    warmup_ratio: float = option(0.1, "fraction of the steps spent warming up")
+    scheduler: str = option("linear", "transformers.get_scheduler name: linear, cosine, constant_with_warmup…")
+    epochs: float = option(2.0, "passes over the training windows")
+    max_steps: int | None = option(None, "optimizer steps in all (overrides epochs)")
+    micro_batch_size: int = option(8, "windows per rank per forward pass")
+    global_batch_size: int = option(32, "windows per optimizer step over all ranks and accumulation steps")
+    grad_clip: float = option(1.0, "gradient-norm clipping (0: none)")
+    layer_lr_decay: float | None = option(None, "layer-wise LR decay factor (e.g. 0.9); None: off")
+    adam_beta1: float = option(0.9, "AdamW beta1")
+    adam_beta2: float = option(0.999, "AdamW beta2")
+    adam_eps: float = option(1e-8, "AdamW epsilon")
+
+
+@dataclass
+class RunSection:
+    """Precision, engine, checkpoints, logging."""
+
+    output_dir: str = option("runs/default", "where checkpoints, logs and the exported model go")
+    seed: int = option(42, "seed of initialisation, data order and dropout")
+    precision: Literal["bf16", "fp16", "fp32"] = option("bf16", "training precision; the DeepSpeed config must agree")
+    device: Literal["auto", "cuda", "cpu"] = option(
+        "auto", "auto: CUDA when torch has it (an error when GPUs are visible but torch cannot use them); "
+                "cpu: CPU ranks on gloo on purpose")
+    deepspeed: str = option("ds_configs/zero2_bf16.json", "DeepSpeed JSON template ('auto' values are filled)")
+    save_every: int = option(500, "optimizer steps between checkpoints (and one at the end)")
+    eval_every: int = option(500, "optimizer steps between dev evaluations (and one at the end)")
+    log_every: int = option(10, "optimizer steps between log lines")
+    keep_checkpoints: int = option(2, "newest committed checkpoints kept (the best by dev EM is kept too)")
+    resume: str | None = option(None, "'auto' (newest committed checkpoint), a checkpoint folder, or None")
+    stop_after: int | None = option(None, "stop this invocation after N optimizer steps (schedule unchanged)")
+    max_nonfinite_steps: int = option(10, "consecutive fp16 overflow-skipped steps that stop the run")
+    length_grouping: bool = option(True, "batch windows of similar length together (less padding)")
+    eval_batch_size: int = option(32, "windows per rank per forward pass in evaluation")
+    export: bool = option(True, "export a Hugging Face model directory at the end (best by dev EM)")
+    tensorboard: bool = option(True, "also log to TensorBoard")
+
+
+@dataclass
+class TrainConfig:
+    """One training run, as a recipe gives it."""
+
+    mode: Literal["full", "lora"] = option("full", "full fine-tuning, or LoRA adapters with the span head trained in full")
+    model: ModelSection = field(default_factory=ModelSection)
+    lora: LoraSection = field(default_factory=LoraSection, metadata={"help": "LoRA settings (mode: lora)"})
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    run: RunSection = field(default_factory=RunSection)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        o, r = self.optim, self.run
+        if o.micro_batch_size < 1 or o.global_batch_size < 1:
+            raise ValueError("optim.micro_batch_size and optim.global_batch_size must be ≥ 1")
+        if o.global_batch_size % o.micro_batch_size:
+            raise ValueError(f"optim.global_batch_size {o.global_batch_size} is not a multiple of "
+                             f"optim.micro_batch_size {o.micro_batch_size}")
+        if o.lr <= 0 or not 0 <= o.warmup_ratio < 1 or o.epochs <= 0:
+            raise ValueError("need optim.lr > 0, 0 ≤ optim.warmup_ratio < 1 and optim.epochs > 0")
+        if o.layer_lr_decay is not None and not 0 < o.layer_lr_decay <= 1:
+            raise ValueError(f"optim.layer_lr_decay must be in (0, 1], got {o.layer_lr_decay}")
+        if min(r.save_every, r.eval_every, r.log_every, r.keep_checkpoints, r.max_nonfinite_steps) < 1:
+            raise ValueError("run.save_every, eval_every, log_every, keep_checkpoints, max_nonfinite_steps must be ≥ 1")
+        if self.model.tiny is None and not self.model.name_or_path:
+            raise ValueError("give model.name_or_path (hub name or directory) or model.tiny (a random small BERT)")
+        if self.model.tiny is not None and not self.model.tokenizer:
+            raise ValueError("model.tiny needs model.tokenizer (there is no checkpoint to take one from)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Turn a YAML or command-line value into the field's type, or raise naming the key."""
+    kind = base_type(annotation)
+    if value is None:
+        return None
+    try:
+        if kind is bool and isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            value = value.lower() in ("true", "1", "yes")
+        elif kind in (int, float) and not isinstance(value, bool):
+            number = kind(value)
+            if kind is int and isinstance(value, float) and value != number:
+                raise ValueError(value)
+            value = number
+        elif kind is str:
+            value = str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: expected {kind.__name__}, got {value!r}") from None
+    if typing.get_origin(annotation) is Literal and value not in typing.get_args(annotation):
+        raise ValueError(f"{key}: must be one of {list(typing.get_args(annotation))}, got {value!r}")
+    return value
+
+
+def build(cls: type, values: dict, prefix: str = "") -> Any:
+    """Nested dataclass from a nested dict; unknown keys are refused with a suggestion."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    check_keys(values, names, prefix=prefix)
+    for key, value in values.items():
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = build(kind, value or {}, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, kind, prefix + key)
+    return cls(**kwargs)
+
+
+def apply_overrides(values: dict, overrides: Sequence[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form section.key=value")
+        *path, leaf = key.strip().split(".")
+        node = values
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    return values
+
+
+def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML recipe (or start from defaults), apply overrides, validate."""
+    values = {}
+    if path is not None:
+        try:
+            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ValueError(f"recipe not found: {path}") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: invalid YAML: {err}") from None
+    return build(TrainConfig, apply_overrides(values, overrides))
+
+
+def dump_recipe(config: TrainConfig) -> str:
+    """The resolved config as YAML (saved beside every checkpoint and logits store)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)

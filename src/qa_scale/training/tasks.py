@@ -1,0 +1,136 @@
+"""Training tasks: what the engine loop trains on. QA fine-tuning here; masked-LM in :mod:`.backbone`.
+
+The loop (:mod:`.loop`) knows nothing of QA: it asks a :class:`Task` for its model, its
+windows of an epoch, the arrays to batch, how to turn a batch into model inputs, what counts
+as a correct prediction, and (when it has dev data) how to evaluate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+
+from .. import data
+from ..data.window_store import cached_windows
+from ..data.windows import WindowSet, build_windows
+from ..evaluation.decode import decode
+from ..evaluation.metrics import evaluate as score
+from ..inference.forward import predict_logits
+from ..runtime.distributed import Dist, broadcast_object, main_first
+from .recipe import TrainConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+
+class Batchable(Protocol):
+    """Rows the loop cuts into global batches: real tokens per row and the pad id."""
+
+    lengths: np.ndarray
+    pad_id: int
+
+
+class Task(Protocol):
+    """What the engine loop needs from a training task.
+
+    Built as ``make_task(config, tokenizer, cache_dir, dist)`` on every rank.
+    """
+
+    has_dev: bool
+
+    def build_model(self) -> torch.nn.Module:
+        """The model to train (same initialisation on every rank)."""
+
+    def windows(self, epoch: int) -> Batchable:
+        """The training rows of ``epoch`` (the same on every rank)."""
+
+    def arrays(self, rows: Batchable) -> dict[str, np.ndarray]:
+        """Name → array of the rows, for :func:`~qa_scale.data.batches.collate`."""
+
+    def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A collated CPU batch → the model's keyword arguments (still on the CPU)."""
+
+    def correct(self, outputs, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(right predictions, predictions) of a micro-batch, as tensors on its device."""
+
+    def evaluate(self, engine, d: Dist) -> tuple[dict, dict | None]:
+        """Dev scores on every rank, and rank 0's predictions (None elsewhere)."""
+
+
+class QATask:
+    """Extractive QA: training windows with span labels, dev windows and references."""
+
+    def __init__(self, config: TrainConfig, tok: PreTrainedTokenizerBase, cache_dir: Path, d: Dist):
+        dc = config.data
+        if not dc.train_file:
+            raise ValueError("data.train_file is required")
+        self.config, self.tok, self.cache, self.dist = config, tok, cache_dir, d
+        train = data.load(dc.train_file, dc.mode).examples[: dc.max_train_examples]
+        self.train = [ex for ex in train if ex.answers]
+        if not self.train:
+            raise ValueError(f"{dc.train_file}: no training example has an answer")
+        self.dev, self.dev_windows, self.dev_refs = [], None, {}
+        if dc.dev_file:
+            self.dev = data.load(dc.dev_file, dc.mode).examples[: dc.max_dev_examples]
+            refs = data.load_references(dc.dev_file)
+            self.dev_refs = {ex.id: refs.get(ex.id) or [a.text for a in ex.answers] for ex in self.dev}
+            self.dev_windows = self._cached(self.dev, labels=False)
+        self._all: WindowSet | None = None
+
+    def _cached(self, examples, labels: bool | None = None) -> WindowSet:
+        # Rank 0 builds and saves the cache entry; the others then read it instead of racing it.
+        with main_first(self.dist):
+            return cached_windows(examples, self.tok, self.config.data.windows, self.cache, labels=labels)
+
+    @property
+    def has_dev(self) -> bool:
+        return self.dev_windows is not None
+
+    def build_model(self) -> torch.nn.Module:
+        from ..modeling.lora import apply_lora
+        from ..modeling.model import check_vocab, load_qa_model
+
+        m = self.config.model
+        model = load_qa_model(m.name_or_path, vocab_size=max(self.tok.get_vocab().values()) + 1, tiny=m.tiny,
+                              gradient_checkpointing=m.gradient_checkpointing,
+                              attn_implementation=m.attn_implementation, seed=self.config.run.seed)
+        check_vocab(model, self.tok)
+        return apply_lora(model, self.config.lora) if self.config.mode == "lora" else model
+
+    def windows(self, epoch: int) -> WindowSet:
+        dc = self.config.data
+        if dc.strategy == "random_answer":  # a fresh placement every epoch, the same on every rank
+            return build_windows(self.train, self.tok, dc.windows, "random_answer", self.config.run.seed + epoch)
+        if self._all is None:
+            self._all = self._cached(self.train)
+        return self._all
+
+    @staticmethod
+    def arrays(ws: WindowSet) -> dict[str, np.ndarray]:
+        return {"input_ids": ws.input_ids, "token_type_ids": ws.token_type_ids,
+                "start_positions": ws.start_positions, "end_positions": ws.end_positions}
+
+    @staticmethod
+    def prepare(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return batch
+
+    @staticmethod
+    def correct(out, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(spans with start and end both right, spans)."""
+        ok = (out.start_logits.argmax(-1) == batch["start_positions"]) & (out.end_logits.argmax(-1) == batch["end_positions"])
+        return ok.sum(), torch.tensor(len(ok), device=ok.device)
+
+    def evaluate(self, engine, d: Dist) -> tuple[dict, dict | None]:
+        """Dev EM/F1 with the shared decoder (every rank forwards, rank 0 decodes and scores)."""
+        engine.eval()
+        logits = predict_logits(engine, self.dev_windows, self.config.run.eval_batch_size, d)
+        engine.train()
+        result, answers = None, None
+        if d.main:
+            answers = decode(self.dev_windows, *logits, self.dev, self.config.decode).predictions
+            s = score(answers, self.dev_refs)
+            result = {"em": s.em, "f1": s.f1}
+        return broadcast_object(result, d), answers
