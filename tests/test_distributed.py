@@ -79,7 +79,7 @@ RANK_SCRIPT = textwrap.dedent('''
     from qa_scale.training.recipe import load_recipe
     from qa_scale.training.tasks import QATask
 
-    root, cache = Path(sys.argv[1]), Path(sys.argv[2])
+    root, cache = map(Path, [a for a in sys.argv[1:] if not a.startswith("--local_rank")])  # the launcher adds it
     d = distributed.init("cpu")
     config = load_recipe(None, ["model.tiny={}", f"model.tokenizer={root / 'tok'}",
                                 f"data.train_file={root / 'data' / 'squad_train.json'}",

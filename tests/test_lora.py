@@ -175,7 +175,7 @@ def test_unknown_target_module_is_refused_with_the_names_there_are():
     model = load_qa_model(None, vocab_size=50, tiny={}, seed=0)
     with pytest.raises(ValueError, match=r"q_proj.*query"):
         apply_lora(model, LoraSection(target_modules=["q_proj"]))
-    with pytest.raises(ValueError, match="r ≥ 1"):
+    with pytest.raises(ValueError, match="r: must be ≥ 1"):
         LoraSection(r=0)
 
 

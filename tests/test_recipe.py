@@ -125,3 +125,50 @@ def test_the_wheel_ships_the_deepspeed_templates(tmp_path):
     shipped = {f"qa_scale/ds_configs/{p.name}" for p in (ROOT / "ds_configs").glob("*.json")}
     assert shipped and shipped <= names
     assert ds_config.SHIPPED.name == "ds_configs" and ds_config.SHIPPED.parent.name == "qa_scale"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lr=.nan", "optim.lr: must be a finite number"),
+    ("optim.lr=.inf", "optim.lr: must be a finite number"),
+    ("optim.epochs=.inf", "optim.epochs: must be a finite number"),
+    ("optim.grad_clip=-1", "optim.grad_clip: must be ≥ 0"),
+    ("optim.weight_decay=.nan", "optim.weight_decay: must be a finite number"),
+    ("run.seed=true", "run.seed: expected int"),
+    ("optim.micro_batch_size=true", "optim.micro_batch_size: expected int"),
+    ("data.max_train_examples=-1", "data.max_train_examples: must be ≥ 1"),
+    ("run.stop_after=-3", "run.stop_after: must be ≥ 1"),
+    ("optim.max_steps=0", "optim.max_steps: must be ≥ 1"),
+    ("optim.max_steps=-5", "optim.max_steps: must be ≥ 1"),
+    ("optim.max_steps=2.5", "optim.max_steps: expected int"),
+    ("model.tiny=5", "model.tiny: expected a mapping"),
+    ("run.output_dir=", "run.output_dir is empty"),
+    ("optim.adam_beta2=1.0", "optim.adam_beta2: must be < 1"),
+    ("data.windows.max_seq_len=.inf", "data.windows.max_seq_len: expected int"),
+    ("decode.max_answer_len=0", "decode.max_answer_len: must be ≥ 1"),
+    ("lora.dropout=1", "lora.dropout: must be < 1"),
+    ("optim.micro_batch_size=big", "optim.micro_batch_size: expected int"),
+])
+def test_every_field_is_checked_for_type_and_range(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_recipe(None, TINY + [override])
+
+
+@pytest.mark.parametrize("world,max_micro,global_batch,plan", [
+    (1, 32, 32, (32, 1, 32)), (8, 32, 32, (4, 1, 32)), (1, 8, 32, (8, 4, 32)), (2, 32, 24, (12, 1, 24)),
+    (1, 5, 24, (4, 6, 24)),
+])
+def test_auto_micro_batch_fits_the_world(world, max_micro, global_batch, plan):
+    cfg = base(**{"optim.micro_batch_size": "auto", "optim.max_micro_batch_size": max_micro,
+                  "optim.global_batch_size": global_batch})
+    assert ds_config.batch_plan(cfg, world) == plan
+    with pytest.raises(DSConfigError, match="not divisible by 5 ranks"):
+        ds_config.batch_plan(cfg, 5)
+
+
+def test_bucket_rules_scale_with_the_model():
+    rules = ds_config.ZERO_RULES
+    assert rules["reduce_bucket_size"](64, 600_000) == 1 << 20  # a tiny model: one bucket
+    assert rules["reduce_bucket_size"](1024, 324_473_346) == 324_473_346 // 8  # MacBERT-large: 8 buckets
+    assert rules["reduce_bucket_size"](8192, 10**11) == 500_000_000  # never above DeepSpeed's default
+    assert rules["stage3_prefetch_bucket_size"](1024, 324_473_346) == 324_473_346 // 16
+    assert rules["stage3_prefetch_bucket_size"](64, 0) == int(0.9 * 64 * 64)

@@ -130,8 +130,8 @@ def test_cls_index_is_found_not_assumed(char_tokenizer, tmp_path):
     (dict(max_seq_len=40, max_question_len=10, doc_overlap=27), "doc_overlap 27 must be smaller"),
     (dict(max_seq_len=40, max_question_len=10, doc_step=28), "doc_step 28 exceeds"),
     (dict(max_seq_len=12, max_question_len=10), "no room for context"),
-    (dict(doc_step=0), "doc_step must be ≥ 1"),
-    (dict(max_question_len=0), "max_question_len must be ≥ 1"),
+    (dict(doc_step=0), "doc_step: must be ≥ 1"),
+    (dict(max_question_len=0), "max_question_len: must be ≥ 1"),
 ])
 def test_bad_settings_are_refused(char_tokenizer, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -18,9 +19,56 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
-    """A dataclass field with a default and its documentation."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def option(default: Any, help: str, *, ge: float | None = None, gt: float | None = None,  # noqa: A002
+           le: float | None = None, lt: float | None = None) -> Any:
+    """A dataclass field with a default, its documentation and (for numbers) its allowed range.
+
+    The range is checked by :func:`check_fields`, which a dataclass calls in ``__post_init__``.
+    """
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    return dataclasses.field(default=default, metadata={"help": help, **bounds})
+
+
+class FieldError(ValueError):
+    """A setting of the wrong type or out of its range; the message starts with the field's name."""
+
+
+_BOUNDS = {"ge": (lambda v, b: v >= b, "≥"), "gt": (lambda v, b: v > b, ">"),
+           "le": (lambda v, b: v <= b, "≤"), "lt": (lambda v, b: v < b, "<")}
+
+
+def literals(annotation: Any) -> tuple:
+    """The ``Literal`` values an annotation admits (``int | Literal["auto"]`` → ``("auto",)``)."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return tuple(v for a in typing.get_args(annotation) for v in literals(a))
+    return ()
+
+
+def check_fields(obj: Any) -> None:
+    """Check every number field of dataclass ``obj``: its type (a bool is not a number), finiteness
+    and the range declared with :func:`option`.
+
+    Raises:
+        FieldError: naming the first field that is wrong, its value and what is allowed.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, annotation = getattr(obj, f.name), hints[f.name]
+        if value is None or value in literals(annotation):
+            continue
+        kind = base_type(annotation)
+        if kind not in (int, float):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+            raise FieldError(f"{f.name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if not math.isfinite(value):
+            raise FieldError(f"{f.name}: must be a finite number, got {value!r}")
+        for key, (ok, sign) in _BOUNDS.items():
+            bound = f.metadata.get(key)
+            if bound is not None and not ok(value, bound):
+                raise FieldError(f"{f.name}: must be {sign} {bound}, got {value!r}")
 
 
 def base_type(annotation: Any) -> type:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 
-from ..common.settings import option
+from ..common.settings import check_fields, option
 from .examples import Example
 from .tokenization import TokenizerError, tokenizer_identity
 
@@ -40,29 +40,22 @@ STRIDE_MEANING = {
 class WindowConfig:
     """How examples are cut into model inputs."""
 
-    max_seq_len: int = option(384, "tokens per window, special tokens included")
-    max_question_len: int = option(64, "question tokens kept; longer questions are truncated")
+    max_seq_len: int = option(384, "tokens per window, special tokens included", ge=4)
+    max_question_len: int = option(64, "question tokens kept; longer questions are truncated", ge=1)
     doc_overlap: int | None = option(
-        None, "context tokens shared by consecutive windows (Hugging Face 'stride'); default 128")
+        None, "context tokens shared by consecutive windows (Hugging Face 'stride'); default 128", ge=0)
     doc_step: int | None = option(
         None, "context tokens between the starts of consecutive windows (HW7 'doc_stride'); "
-              "give this or --doc-overlap, not both")
+              "give this or --doc-overlap, not both", ge=1)
     max_context_len: int | None = option(
-        None, "context tokens per window (HW7 'max_paragraph_len'); default: all that fit")
+        None, "context tokens per window (HW7 'max_paragraph_len'); default: all that fit", ge=1)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.doc_overlap is not None and self.doc_step is not None:
             raise ValueError("give doc_overlap (tokens shared) or doc_step (tokens between starts), not both")
         if self.doc_overlap is None and self.doc_step is None:
             object.__setattr__(self, "doc_overlap", 128)
-        if self.max_question_len < 1:
-            raise ValueError(f"max_question_len must be ≥ 1, got {self.max_question_len}")
-        if self.max_context_len is not None and self.max_context_len < 1:
-            raise ValueError(f"max_context_len must be ≥ 1, got {self.max_context_len}")
-        if self.doc_step is not None and self.doc_step < 1:
-            raise ValueError(f"doc_step must be ≥ 1, got {self.doc_step}")
-        if self.doc_overlap is not None and self.doc_overlap < 0:
-            raise ValueError(f"doc_overlap must be ≥ 0, got {self.doc_overlap}")
 
     def context_len(self, question_len: int, n_special: int) -> int:
         """Context tokens in a window whose question has ``question_len`` tokens."""

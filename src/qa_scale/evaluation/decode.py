@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..common.settings import option
+from ..common.settings import check_fields, option
 from ..data import Example
 from ..data.windows import WindowSet
 
@@ -37,18 +37,15 @@ _CLOSING = {v: k for k, v in PAIRED_MARKS.items()}
 class DecodeConfig:
     """How spans are chosen."""
 
-    n_best_size: int = option(20, "start and end candidates per window, and length of each n-best list")
-    max_answer_len: int = option(30, "longest answer, in tokens")
+    n_best_size: int = option(20, "start and end candidates per window, and length of each n-best list", ge=1)
+    max_answer_len: int = option(30, "longest answer, in tokens", ge=1)
     null_threshold: float | None = option(
         None, "predict the empty answer when null score minus best span score exceeds this; default: never")
     balance_marks: bool = option(
         False, "repair unbalanced 「」《》“”（）『』 at the edges of the chosen span")
 
     def __post_init__(self) -> None:
-        if self.n_best_size < 1:
-            raise ValueError(f"n_best_size must be ≥ 1, got {self.n_best_size}")
-        if self.max_answer_len < 1:
-            raise ValueError(f"max_answer_len must be ≥ 1, got {self.max_answer_len}")
+        check_fields(self)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from ..common.settings import option
+from ..common.settings import check_fields, option
 from .families import ModelFamily, family_of
 from .model import count_parameters
 
@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 class LoraSection:
     """LoRA settings of ``mode: lora`` (ignored in full fine-tuning)."""
 
-    r: int = option(8, "rank of the low-rank updates")
-    alpha: float = option(16.0, "updates are scaled by alpha / r")
-    dropout: float = option(0.1, "dropout on the input of each LoRA update")
+    r: int = option(8, "rank of the low-rank updates", ge=1)
+    alpha: float = option(16.0, "updates are scaled by alpha / r", gt=0)
+    dropout: float = option(0.1, "dropout on the input of each LoRA update", ge=0, lt=1)
     target_modules: list[str] | None = field(default=None, metadata={
         "help": "module-name suffixes that get LoRA updates (default: the model family's, for BERT "
                 "attention q/k/v/output and both FFN layers)"})
@@ -41,9 +41,7 @@ class LoraSection:
     bias: Literal["none", "all", "lora_only"] = option("none", "which biases train")
 
     def __post_init__(self) -> None:
-        if self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
-            raise ValueError(f"lora: need r ≥ 1, alpha > 0 and 0 ≤ dropout < 1, got r={self.r}, "
-                             f"alpha={self.alpha}, dropout={self.dropout}")
+        check_fields(self)
         for name in ("target_modules", "modules_to_save"):
             value = getattr(self, name)
             if value is None and name == "target_modules":

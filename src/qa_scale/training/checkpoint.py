@@ -122,3 +122,13 @@ def prune(ckpt_dir: Path, keep: int, protect: set[str]) -> None:
         m = TAG.match(path.name)
         if m and int(m.group(1)) < newest and not (path / "COMMITTED.json").exists():
             shutil.rmtree(path, ignore_errors=True)
+
+
+def clean(ckpt_dir: Path, keep: set[str]) -> list[str]:
+    """Rank 0, after a successful export: delete every checkpoint folder but ``keep``; returns the tags removed."""
+    removed = []
+    for path in sorted(Path(ckpt_dir).glob("step-*")):
+        if TAG.match(path.name) and path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed

@@ -38,8 +38,18 @@ def _remaining_auto(node: Any, path: str = "") -> list[str]:
 
 
 def batch_plan(config: TrainConfig, world_size: int) -> tuple[int, int, int]:
-    """(micro batch per rank, accumulation steps, global batch) for ``world_size`` ranks."""
+    """(micro batch per rank, accumulation steps, global batch) for ``world_size`` ranks.
+
+    With ``optim.micro_batch_size: auto`` the micro-batch is the largest divisor of
+    ``global_batch_size / world_size`` that is at most ``optim.max_micro_batch_size``: one recipe
+    then runs one GPU at micro-batch 32 without accumulation, or 8 GPUs at 4 each.
+    """
     micro, total = config.optim.micro_batch_size, config.optim.global_batch_size
+    if micro == "auto":
+        if total % world_size:
+            raise DSConfigError(f"optim.global_batch_size {total} is not divisible by {world_size} ranks")
+        per_rank = total // world_size
+        micro = max(d for d in range(1, min(per_rank, config.optim.max_micro_batch_size) + 1) if per_rank % d == 0)
     if total % (micro * world_size):
         raise DSConfigError(
             f"optim.global_batch_size {total} is not divisible by micro_batch_size {micro} × {world_size} ranks; "
@@ -48,6 +58,24 @@ def batch_plan(config: TrainConfig, world_size: int) -> tuple[int, int, int]:
 
 
 MIN_REDUCE_BUCKET = 1 << 20  # elements
+MAX_BUCKET = 500_000_000  # DeepSpeed's own default reduce bucket
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return int(min(max(value, low), high))
+
+
+# "auto" rules of the ZeRO bucket sizes, from the hidden size h and the trainable parameters n.
+# Reduce buckets: an eighth of the gradients (8 buckets a backward pass, so the reduction of one
+# overlaps the computation of the next: 40M elements for a 330M encoder), never under h² or 1M
+# elements (a hidden-128 model would otherwise all-reduce 30 tiny buckets a step). Stage-3
+# prefetch: about one encoder layer ahead (n / 16), at least 0.9·h². Persistence: 10·h (biases and
+# norms stay whole), the Hugging Face rule.
+ZERO_RULES = {
+    "reduce_bucket_size": lambda h, n: _clamp(n // 8, max(h * h, MIN_REDUCE_BUCKET), MAX_BUCKET),
+    "stage3_prefetch_bucket_size": lambda h, n: _clamp(n // 16, int(0.9 * h * h), 50_000_000),
+    "stage3_param_persistence_threshold": lambda h, n: 10 * h,
+}
 # Package data (also in a wheel); the project root's ds_configs/ is a link to this folder.
 SHIPPED = Path(str(resources.files("qa_scale") / "ds_configs"))
 
@@ -69,7 +97,7 @@ def find_template(path: str | Path) -> Path:
 
 
 def resolve(template: dict | str | Path, config: TrainConfig, world_size: int,
-            hidden_size: int | None = None) -> dict:
+            hidden_size: int | None = None, trainable_params: int | None = None) -> dict:
     """Fill a DeepSpeed template for this run.
 
     Args:
@@ -77,6 +105,8 @@ def resolve(template: dict | str | Path, config: TrainConfig, world_size: int,
         config: the run config that owns batch sizes, clipping and precision.
         world_size: number of data-parallel ranks.
         hidden_size: the model's hidden size, for ZeRO bucket sizes left at ``"auto"``.
+        trainable_params: the number of parameters with gradients, for the same (a 330M-parameter
+            encoder wants buckets far larger than hidden², which is 1M elements at hidden 1024).
 
     Raises:
         DSConfigError: an explicit value disagrees with the recipe, a precision block is missing,
@@ -104,16 +134,11 @@ def resolve(template: dict | str | Path, config: TrainConfig, world_size: int,
             _fill(ds[name], "enabled", name == precision, f"{name}.")
 
     zero = ds.get("zero_optimization", {})
-    # h*h elements is the usual bucket for large models (1M at hidden 1024); small models get at
-    # least that many too, or a hidden-128 model would all-reduce 30 tiny buckets per step.
-    rules = {"reduce_bucket_size": lambda h: max(h * h, MIN_REDUCE_BUCKET),
-             "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
-             "stage3_param_persistence_threshold": lambda h: 10 * h}
-    for key, rule in rules.items():
+    for key, rule in ZERO_RULES.items():
         if zero.get(key) == "auto":
             if hidden_size is None:
                 raise DSConfigError(f"zero_optimization.{key} is 'auto' but the model's hidden size is unknown")
-            zero[key] = rule(hidden_size)
+            zero[key] = rule(hidden_size, trainable_params or 0)
     ds.setdefault("steps_per_print", 10**9)  # qa-scale logs itself; keep DeepSpeed's own prints rare
     left = _remaining_auto(ds)
     if left:

@@ -98,7 +98,9 @@ class Trainer:
             raise ValueError(f"{len(self.task.windows(0).lengths)} training rows make no global batch of "
                              f"{c.optim.global_batch_size}")
         self.total = c.optim.max_steps or math.ceil(c.optim.epochs * self.per_epoch)
-        self.ds = ds_config.resolve(c.run.deepspeed, c, d.world_size, hidden_size=model.config.hidden_size)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.ds = ds_config.resolve(c.run.deepspeed, c, d.world_size, hidden_size=model.config.hidden_size,
+                                    trainable_params=trainable)
         self.micro, self.accumulation, self.global_batch = ds_config.batch_plan(c, d.world_size)
         optimizer = build_optimizer(model, c.optim, ds_config.offloads_optimizer(self.ds))
         o = c.optim
@@ -270,6 +272,9 @@ class Trainer:
         if self.d.main:
             if summary["finished"] and c.run.export:
                 summary.update(self.export(s.best_tag or checkpoint.tag_of(s.step)))
+                if c.run.clean_checkpoints != "none":  # only after the export succeeded
+                    keep = {s.best_tag or checkpoint.tag_of(s.step)} if c.run.clean_checkpoints == "keep_best" else set()
+                    summary["checkpoints_removed"] = checkpoint.clean(self.ckpt_dir, keep)
             write_json(self.out / "summary.json", summary)
             self.monitor.close()
         distributed.barrier()

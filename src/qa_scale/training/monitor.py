@@ -152,7 +152,10 @@ class Monitor:
         self._closed = True
         if self._writer is not None:
             self._writer.close()
-        plot_loss_curve(self.jsonl_path, self.png_path)
+        try:
+            plot_loss_curve(self.jsonl_path, self.png_path)
+        except ImportError as err:  # a bare GPU image may lack matplotlib; the metrics files are what count
+            log.warning("no %s: %s", self.png_path.name, err)
 
     def __enter__(self) -> Monitor:
         return self

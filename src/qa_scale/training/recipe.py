@@ -16,7 +16,7 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
-from ..common.settings import base_type, check_keys, option
+from ..common.settings import FieldError, base_type, check_fields, check_keys, literals, option
 from ..data.windows import WindowConfig
 from ..evaluation.decode import DecodeConfig
 from ..modeling.lora import LoraSection
@@ -32,6 +32,9 @@ class ModelSection:
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
     attn_implementation: str = option("sdpa", "attention kernel: sdpa (PyTorch scaled-dot-product) or eager")
 
+    def __post_init__(self) -> None:
+        check_fields(self)  # types and ranges of every number, as declared above
+
 
 @dataclass
 class DataSection:
@@ -44,27 +47,37 @@ class DataSection:
         "all", "training windows: every window, or one per question with the answer at a random position")
     windows: WindowConfig = field(default_factory=WindowConfig, metadata={"help": "window settings"})
     cache_dir: str | None = option(None, "window cache (datasets Arrow); default: <output_dir>/cache")
-    max_train_examples: int | None = option(None, "use only the first N training examples (smoke tests)")
-    max_dev_examples: int | None = option(None, "use only the first N dev examples")
+    max_train_examples: int | None = option(None, "use only the first N training examples (smoke tests)", ge=1)
+    max_dev_examples: int | None = option(None, "use only the first N dev examples", ge=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)  # types and ranges of every number, as declared above
 
 
 @dataclass
 class OptimSection:
     """AdamW, the learning-rate schedule and batch sizes."""
 
-    lr: float = option(3e-5, "peak learning rate")
-    weight_decay: float = option(0.01, "AdamW weight decay (not on biases and LayerNorm)")
-    warmup_ratio: float = option(0.1, "fraction of the steps spent warming up")
+    lr: float = option(3e-5, "peak learning rate", gt=0)
+    weight_decay: float = option(0.01, "AdamW weight decay (not on biases and LayerNorm)", ge=0)
+    warmup_ratio: float = option(0.1, "fraction of the steps spent warming up", ge=0, lt=1)
     scheduler: str = option("linear", "transformers.get_scheduler name: linear, cosine, constant_with_warmup…")
-    epochs: float = option(2.0, "passes over the training windows")
-    max_steps: int | None = option(None, "optimizer steps in all (overrides epochs)")
-    micro_batch_size: int = option(8, "windows per rank per forward pass")
-    global_batch_size: int = option(32, "windows per optimizer step over all ranks and accumulation steps")
-    grad_clip: float = option(1.0, "gradient-norm clipping (0: none)")
-    layer_lr_decay: float | None = option(None, "layer-wise LR decay factor (e.g. 0.9); None: off")
-    adam_beta1: float = option(0.9, "AdamW beta1")
-    adam_beta2: float = option(0.999, "AdamW beta2")
-    adam_eps: float = option(1e-8, "AdamW epsilon")
+    epochs: float = option(2.0, "passes over the training windows", gt=0)
+    max_steps: int | None = option(None, "optimizer steps in all (overrides epochs)", ge=1)
+    micro_batch_size: int | Literal["auto"] = option(
+        8, "windows per rank per forward pass; auto: global_batch_size / ranks, at most max_micro_batch_size "
+           "(accumulation makes up the rest), so one recipe fits 1 GPU or 8", ge=1)
+    max_micro_batch_size: int = option(32, "the largest micro-batch that fits one device (micro_batch_size: auto)",
+                                       ge=1)
+    global_batch_size: int = option(32, "windows per optimizer step over all ranks and accumulation steps", ge=1)
+    grad_clip: float = option(1.0, "gradient-norm clipping (0: none)", ge=0)
+    layer_lr_decay: float | None = option(None, "layer-wise LR decay factor (e.g. 0.9); None: off", gt=0, le=1)
+    adam_beta1: float = option(0.9, "AdamW beta1", ge=0, lt=1)
+    adam_beta2: float = option(0.999, "AdamW beta2", ge=0, lt=1)
+    adam_eps: float = option(1e-8, "AdamW epsilon", gt=0)
+
+    def __post_init__(self) -> None:
+        check_fields(self)  # types and ranges of every number, as declared above
 
 
 @dataclass
@@ -72,23 +85,29 @@ class RunSection:
     """Precision, engine, checkpoints, logging."""
 
     output_dir: str = option("runs/default", "where checkpoints, logs and the exported model go")
-    seed: int = option(42, "seed of initialisation, data order and dropout")
+    seed: int = option(42, "seed of initialisation, data order and dropout", ge=0)
     precision: Literal["bf16", "fp16", "fp32"] = option("bf16", "training precision; the DeepSpeed config must agree")
     device: Literal["auto", "cuda", "cpu"] = option(
         "auto", "auto: CUDA when torch has it (an error when GPUs are visible but torch cannot use them); "
                 "cpu: CPU ranks on gloo on purpose")
     deepspeed: str = option("ds_configs/zero2_bf16.json", "DeepSpeed JSON template ('auto' values are filled)")
-    save_every: int = option(500, "optimizer steps between checkpoints (and one at the end)")
-    eval_every: int = option(500, "optimizer steps between dev evaluations (and one at the end)")
-    log_every: int = option(10, "optimizer steps between log lines")
-    keep_checkpoints: int = option(2, "newest committed checkpoints kept (the best by dev EM is kept too)")
+    save_every: int = option(500, "optimizer steps between checkpoints (and one at the end)", ge=1)
+    eval_every: int = option(500, "optimizer steps between dev evaluations (and one at the end)", ge=1)
+    log_every: int = option(10, "optimizer steps between log lines", ge=1)
+    keep_checkpoints: int = option(2, "newest committed checkpoints kept (the best by dev EM is kept too)", ge=1)
     resume: str | None = option(None, "'auto' (newest committed checkpoint), a checkpoint folder, or None")
-    stop_after: int | None = option(None, "stop this invocation after N optimizer steps (schedule unchanged)")
-    max_nonfinite_steps: int = option(10, "consecutive fp16 overflow-skipped steps that stop the run")
+    stop_after: int | None = option(None, "stop this invocation after N optimizer steps (schedule unchanged)", ge=1)
+    max_nonfinite_steps: int = option(10, "consecutive fp16 overflow-skipped steps that stop the run", ge=1)
     length_grouping: bool = option(True, "batch windows of similar length together (less padding)")
-    eval_batch_size: int = option(32, "windows per rank per forward pass in evaluation")
+    eval_batch_size: int = option(32, "windows per rank per forward pass in evaluation", ge=1)
     export: bool = option(True, "export a Hugging Face model directory at the end (best by dev EM)")
+    clean_checkpoints: Literal["none", "keep_best", "all"] = option(
+        "none", "after a successful export: keep every kept checkpoint (none), only the best one (keep_best; "
+                "~4.7 GB each for a large model), or none of them (all)")
     tensorboard: bool = option(True, "also log to TensorBoard")
+
+    def __post_init__(self) -> None:
+        check_fields(self)  # types and ranges of every number, as declared above
 
 
 @dataclass
@@ -104,18 +123,12 @@ class TrainConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def __post_init__(self) -> None:
-        o, r = self.optim, self.run
-        if o.micro_batch_size < 1 or o.global_batch_size < 1:
-            raise ValueError("optim.micro_batch_size and optim.global_batch_size must be ≥ 1")
-        if o.global_batch_size % o.micro_batch_size:
+        o = self.optim
+        if o.micro_batch_size != "auto" and o.global_batch_size % o.micro_batch_size:
             raise ValueError(f"optim.global_batch_size {o.global_batch_size} is not a multiple of "
                              f"optim.micro_batch_size {o.micro_batch_size}")
-        if o.lr <= 0 or not 0 <= o.warmup_ratio < 1 or o.epochs <= 0:
-            raise ValueError("need optim.lr > 0, 0 ≤ optim.warmup_ratio < 1 and optim.epochs > 0")
-        if o.layer_lr_decay is not None and not 0 < o.layer_lr_decay <= 1:
-            raise ValueError(f"optim.layer_lr_decay must be in (0, 1], got {o.layer_lr_decay}")
-        if min(r.save_every, r.eval_every, r.log_every, r.keep_checkpoints, r.max_nonfinite_steps) < 1:
-            raise ValueError("run.save_every, eval_every, log_every, keep_checkpoints, max_nonfinite_steps must be ≥ 1")
+        if not self.run.output_dir:
+            raise ValueError("run.output_dir is empty: give the folder the run writes to")
         if self.model.tiny is None and not self.model.name_or_path:
             raise ValueError("give model.name_or_path (hub name or directory) or model.tiny (a random small BERT)")
         if self.model.tiny is not None and not self.model.tokenizer:
@@ -128,21 +141,25 @@ class TrainConfig:
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Turn a YAML or command-line value into the field's type, or raise naming the key."""
     kind = base_type(annotation)
-    if value is None:
-        return None
+    if value is None or (isinstance(value, str) and value in literals(annotation)):
+        return value
+    if kind is dict and not isinstance(value, dict):
+        raise ValueError(f"{key}: expected a mapping such as {{hidden_size: 64}}, got {value!r}")
     try:
         if kind is bool and isinstance(value, str):
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(value)
             value = value.lower() in ("true", "1", "yes")
-        elif kind in (int, float) and not isinstance(value, bool):
+        elif kind in (int, float):
+            if isinstance(value, bool):  # YAML true/false are not numbers
+                raise ValueError(value)
             number = kind(value)
             if kind is int and isinstance(value, float) and value != number:
                 raise ValueError(value)
             value = number
         elif kind is str:
             value = str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{key}: expected {kind.__name__}, got {value!r}") from None
     if typing.get_origin(annotation) is Literal and value not in typing.get_args(annotation):
         raise ValueError(f"{key}: must be one of {list(typing.get_args(annotation))}, got {value!r}")
@@ -163,7 +180,10 @@ def build(cls: type, values: dict, prefix: str = "") -> Any:
             kwargs[key] = build(kind, value or {}, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, kind, prefix + key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except FieldError as err:  # a field of this section: name it with its full key
+        raise ValueError(f"{prefix}{err}") from None
 
 
 def apply_overrides(values: dict, overrides: Sequence[str]) -> dict:
