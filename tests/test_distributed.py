@@ -124,3 +124,64 @@ def test_cold_cache_two_ranks_build_once_and_read_the_same_windows(tmp_path):
         assert not list((run / "cache").glob(".*")), "no staging folder left behind"
         seen.add(json.dumps(ranks[0], sort_keys=True))
     assert len(seen) == 1  # every cold start builds the same windows
+
+
+SYNC_SCRIPT = textwrap.dedent('''
+    import collections, json, sys
+    import torch
+
+    counts = collections.Counter()
+
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):
+            frame = sys._getframe(1)
+            if "/qa_scale/" in frame.f_code.co_filename:
+                counts[f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_code.co_name}:{name}"] += 1
+            return original(self, *args, **kwargs)
+        setattr(torch.Tensor, name, wrapper)
+
+    # every way a tensor's value reaches the host (on a GPU each one waits for the device)
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "numpy"):
+        counting(name)
+    from qa_scale.training.loop import Trainer
+    from qa_scale.training.recipe import load_recipe
+
+    trainer = Trainer(load_recipe(None, sys.argv[2:]))
+    trainer.run()
+    with open(sys.argv[1], "w") as fh:
+        json.dump(dict(counts), fh)
+''')
+
+
+@pytest.mark.slow
+def test_no_host_sync_per_micro_step(tmp_path):
+    """Six optimizer steps of four micro-batches each: the loop reads the device once per step (the
+    non-finite guard) and once per log row, never per micro-batch."""
+    import subprocess
+    import sys
+
+    from qa_scale import synthetic
+    from qa_scale.data.tokenization import build_char_vocab
+
+    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=12, dev_paragraphs=1, test_paragraphs=1),
+                                tmp_path / "data")
+    build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), tmp_path / "tok", vocab_size=2000)
+    script = tmp_path / "count.py"
+    script.write_text(SYNC_SCRIPT, encoding="utf-8")
+    overrides = [f"model.tokenizer={tmp_path / 'tok'}", "model.tiny={hidden_size: 32, num_hidden_layers: 2, "
+                 "num_attention_heads: 2, intermediate_size: 64}", f"data.train_file={paths['squad_train']}",
+                 "data.windows.max_seq_len=96", "data.windows.max_question_len=24", "data.windows.doc_overlap=16",
+                 "optim.max_steps=6", "optim.micro_batch_size=2", "optim.global_batch_size=8",
+                 f"run.output_dir={tmp_path / 'run'}", "run.precision=fp32", "run.log_every=3", "run.export=false",
+                 "run.tensorboard=false", "run.save_every=1000", "run.device=cpu"]
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "counts.json"), *overrides],
+                          capture_output=True, text=True, timeout=300, env=clean_env())
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    counts = json.loads((tmp_path / "counts.json").read_text())
+    per_micro = {k: v for k, v in counts.items()
+                 if k.split(":")[1] in ("step", "prepare", "correct", "collate", "to_device", "arrays")}
+    assert per_micro == {}, per_micro
+    assert counts.get("distributed.py:any_rank:item") == 6  # the guard: once per optimizer step
+    assert counts.get("loop.py:log:tolist") == 3  # steps 1, 3 and 6: once per log row

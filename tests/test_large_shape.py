@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cli_runs import BIN, clean_env, free_port
 from conftest import SHARED_DATA, require_shared
 

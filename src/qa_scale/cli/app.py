@@ -31,8 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         code = COMMANDS[args.command].handler(args)
         ok = True
         return code
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, RuntimeError) as err:
         print(f"qa-scale {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file that cannot be read or written: name it, no traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"qa-scale {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     finally:
         if "torch.distributed" in sys.modules:  # only commands that ran a model joined a group

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..common.settings import add_arguments, from_arguments
@@ -48,7 +49,7 @@ def windows(args: argparse.Namespace) -> int:
     from ..data.window_store import save_windows
     from ..data.windows import WindowConfig, build_windows
 
-    ds = data.load(args.data, mode=args.mode, fmt=args.fmt)
+    ds = data.load(args.data, mode=args.mode, fmt=args.fmt).require_examples()
     ws = build_windows(ds.examples, load_tokenizer(args.tokenizer), from_arguments(WindowConfig, args),
                        strategy=args.strategy, seed=args.seed)
     save_windows(ws, args.out)
@@ -70,7 +71,9 @@ def evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.submit import read_predictions
 
     refs = data.load_references(args.data)
-    scores = metrics.evaluate(read_predictions(args.predictions), refs, hw7=refs.exact_accuracy)
+    scores, warnings = metrics.score_file(read_predictions(args.predictions), refs, args.predictions)
+    for warning in warnings:
+        print(f"qa-scale evaluate: warning: {warning}", file=sys.stderr)
     if args.errors:
         metrics.write_error_file(scores, args.errors)
     text = (f"EM {scores.em:.3f}  F1 {scores.f1:.3f}  over {scores.total} questions "

@@ -104,6 +104,14 @@ class Dataset:
     def format(self) -> formats.DataFormat:
         return formats.get(self.report.format)
 
+    def require_examples(self) -> "Dataset":
+        """This data set, or a :class:`DataError` when validation left no example to work on."""
+        if not self.examples:
+            r = self.report
+            raise DataError(f"{r.path}: no example left after {r.mode} validation ({r.questions_read} read, "
+                            f"{r.examples_dropped} dropped; see `qa-scale check-data {r.path}`)")
+        return self
+
 
 class References(dict):
     """Example id → every reference answer text, in file order; ``format`` says how to score it."""
@@ -121,18 +129,34 @@ class References(dict):
 # ---------------------------------------------------------------- reading
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: str | Path) -> Any:
     """A JSON file (UTF-8, with or without a BOM), or a :class:`DataError` naming the file."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not a JSON file") from None
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err})") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be a data file") from None
+
+
+def _surrogate(*texts: str) -> str | None:
+    """A problem when a text holds a lone UTF-16 surrogate (valid JSON, not valid Unicode text)."""
+    for text in texts:
+        for i, ch in enumerate(text):
+            if "\ud800" <= ch <= "\udfff":
+                return f"invalid text: a lone surrogate U+{ord(ch):04X} at character {i}"
+    return None
 
 
 def read_records(path: str | Path, fmt: str = "auto") -> tuple[formats.DataFormat, Iterable[RawQuestion]]:
@@ -146,6 +170,9 @@ def read_records(path: str | Path, fmt: str = "auto") -> tuple[formats.DataForma
             raise DataError(f"{path}: {err}") from None
     else:
         found = formats.get(fmt)
+        if not found.detect(raw):
+            keys = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
+            raise DataError(f"{path}: not a {fmt} file ({found.description}); its top level is {keys}")
     return found, found.read(raw, path)
 
 
@@ -206,6 +233,8 @@ def validate(records: Iterable[RawQuestion], path: Path, fmt: str, mode: Mode) -
             drop = "empty context"
         elif not isinstance(rec.question, str) or not rec.question.strip():
             drop = "empty question"
+        elif (bad := _surrogate(rec.context, rec.question)) is not None:
+            drop = bad
         answers: list[Answer] = []
         if drop is None:
             for text, start in rec.answers:
@@ -230,6 +259,8 @@ def validate(records: Iterable[RawQuestion], path: Path, fmt: str, mode: Mode) -
             continue
         seen.add(rec.id)
         examples.append(Example(rec.id, rec.question, rec.context, tuple(answers)))
+    if report.questions_read == 0:
+        raise DataError(f"{path}: the file holds no questions")
     if mode == "strict" and report.issues:
         shown = "\n".join(f"  {path}: example {i.example_id}: {i.problem}" for i in report.issues[:20])
         more = f"\n  … and {len(report.issues) - 20} more" if len(report.issues) > 20 else ""
@@ -263,16 +294,37 @@ def load(path: str | Path, mode: Mode = "strict", fmt: str = "auto") -> Dataset:
     return validate(records, path, found.name, mode)
 
 
-def load_references(path: str | Path, fmt: str = "auto") -> References:
+def load_references(path: str | Path, fmt: str = "auto", skip_bad: bool = False) -> References:
     """Example id → every reference answer text, positions not checked.
 
     Official evaluators score against all reference texts, including those whose
     ``answer_start`` is wrong or missing, so evaluation reads them here rather than from
-    validated examples (which keep only answers they can locate). The first of duplicate ids wins.
+    validated examples (which keep only answers they can locate).
+
+    Args:
+        path: the data file.
+        fmt: a registered format name or ``"auto"``.
+        skip_bad: leave out records that cannot be read and repeated ids (the first wins), as
+            lenient training does; by default they are an error, so that no score or submission
+            silently covers fewer questions than the file holds.
+
+    Raises:
+        DataError: an unreadable file, or (unless ``skip_bad``) records without an id's
+            question and context, or repeated ids, naming up to 10 of them.
     """
     found, records = read_records(path, fmt)
     refs: dict[str, list[str]] = {}
+    bad: list[str] = []
+    n = 0
     for rec in records:
-        if rec.problem is None and rec.id not in refs:
-            refs[rec.id] = [text for text, _ in rec.answers if isinstance(text, str)]
+        n += 1
+        if rec.problem is not None or rec.id in refs:
+            bad.append(f"example {rec.id}: {rec.problem or 'duplicate id'}")
+            continue
+        refs[rec.id] = [text for text, _ in rec.answers if isinstance(text, str)]
+    if n == 0:
+        raise DataError(f"{path}: the file holds no questions")
+    if bad and not skip_bad:
+        shown = "; ".join(bad[:10]) + (f"; … and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise DataError(f"{path}: {len(bad)} question(s) cannot be scored or submitted: {shown}")
     return References(refs, found, str(path))

@@ -38,3 +38,14 @@ def need(record: Any, key: str, path: Path, where: str) -> Any:
     if key not in record:
         raise DataError(f"{path}: {where}: missing key {key!r}", f"missing key: {key!r}")
     return record[key]
+
+
+def need_list(record: Any, key: str, path: Path, where: str, default: Any = ...) -> list:
+    """``record[key]`` when it is a list (``default`` when the key is absent and a default is given)."""
+    if default is not ... and isinstance(record, dict) and key not in record:
+        return default
+    value = need(record, key, path, where)
+    if not isinstance(value, list):
+        problem = f"bad {key}: expected a list, got {type(value).__name__ if value is not None else 'null'}"
+        raise DataError(f"{path}: {where}: {problem}", problem)
+    return value

@@ -58,6 +58,8 @@ def load_tokenizer(spec: str | os.PathLike) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     path = Path(spec)
+    if not path.exists() and looks_local(str(spec)):  # not a hub name: no point asking the hub (and waiting)
+        raise TokenizerError(f"tokenizer {str(spec)!r} not found: no such file or folder")
     try:
         if path.is_file():
             tok = _from_vocab_file(path)
@@ -131,3 +133,15 @@ def corpus_lines(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
     for path in paths:
         with open(path, encoding="utf-8") as fh:
             yield from (line.strip() for line in fh if line.strip())
+
+
+def looks_local(spec: str) -> bool:
+    """Whether a model or tokenizer spec names a local path rather than a hub repository.
+
+    Hub ids are ``name`` or ``owner/name``; anything with a file suffix, a leading ``.``, ``/`` or
+    ``~``, more than one ``/``, or a first component that exists here is a path.
+    """
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or Path(spec).suffix in (".txt", ".json", ".model"):
+        return True
+    head = spec.split("/", 1)[0]
+    return "/" in spec and Path(head).exists()

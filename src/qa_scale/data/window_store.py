@@ -65,7 +65,7 @@ def save_windows(ws: WindowSet, out_dir: str | os.PathLike) -> Path:
     bars = datasets.utils.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # a bar per save is noise for sets this small and fast
     try:
-        with staged_dir(out) as tmp:
+        with staged_dir(out, marker="windows.json") as tmp:  # replaces only a window folder of ours
             to_dataset(ws).save_to_disk(str(tmp / "arrow"))
             write_json(tmp / "windows.json", {
                 "config": dataclasses.asdict(ws.config), "strategy": ws.strategy, "pad_id": ws.pad_id,

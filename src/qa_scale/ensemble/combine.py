@@ -24,7 +24,7 @@ import numpy as np
 
 from ..data.windows import fingerprint_difference
 from ..evaluation.decode import DecodeConfig, Decoded, decode
-from ..inference.logits_store import LOGITS, Store
+from ..inference.logits_store import LOGITS, Store, nonfinite_windows
 from . import rules
 from .errors import EnsembleError
 
@@ -66,14 +66,23 @@ def normalise(weights: Sequence[float] | None, n: int) -> np.ndarray:
 
 
 def _accumulate(acc: np.ndarray, tmp: np.ndarray, store: Store, name: str, weight: np.float32,
-                rule: rules.CombineRule, chunk_rows: int) -> None:
-    """``acc += weight × rule(member)`` block by block (the member's read buffer is freed on return)."""
+                rule: rules.CombineRule, chunk_rows: int, member: int) -> None:
+    """``acc += weight × rule(member)`` block by block (the member's read buffer is freed on return).
+
+    A member with NaN or inf inside its windows' tokens is refused: its mean would decode to empty
+    or arbitrary answers without a word.
+    """
+    lengths, bad = store.windows.lengths, 0
     for rows, block in store.iter_rows(name, chunk_rows):
+        bad += len(nonfinite_windows(block, lengths[rows]))
         t = tmp[: len(block)]
         np.copyto(t, block)  # fp16 → fp32 without a new array
         t = rule.transform(t)
         t *= weight
         acc[rows] += t
+    if bad:
+        raise EnsembleError(f"{store.path} (member {member + 1}): non-finite {name} (NaN or inf) on {bad} of "
+                            f"{store.shape[0]} windows; predict that member again")
 
 
 def mean_logits(stores: Sequence[Store], weights: Sequence[float] | None = None, rule: str = rules.DEFAULT,
@@ -97,9 +106,9 @@ def mean_logits(stores: Sequence[Store], weights: Sequence[float] | None = None,
     for name in LOGITS:
         acc = np.zeros((W, L), np.float32)
         tmp = np.empty((min(chunk_rows, W), L), np.float32)
-        for store, wk in zip(stores, w):
+        for k, (store, wk) in enumerate(zip(stores, w)):
             if wk > 0:  # 0 × −inf padding would be NaN; a zero weight means "not a member"
-                _accumulate(acc, tmp, store, name, np.float32(wk), combine, chunk_rows)
+                _accumulate(acc, tmp, store, name, np.float32(wk), combine, chunk_rows, k)
         out.append(acc)
     return out[0], out[1]
 

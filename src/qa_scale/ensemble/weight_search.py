@@ -32,7 +32,7 @@ import numpy as np
 
 from ..evaluation.decode import DecodeConfig
 from ..evaluation.metrics import evaluate
-from ..inference.logits_store import Store
+from ..inference.logits_store import Store, nonfinite_windows
 from . import rules
 from .combine import EnsembleError, check_compatible, ensemble
 
@@ -65,6 +65,9 @@ def _member_rows(store: Store, rows: np.ndarray, rule: rules.CombineRule) -> lis
     out = []
     for array in store.logits(mmap=True):
         block = np.asarray(array[rows], np.float32)
+        bad = nonfinite_windows(block, store.windows.lengths[rows])
+        if len(bad):
+            raise EnsembleError(f"{store.path}: non-finite logits (NaN or inf) on {len(bad)} of the search windows")
         out.append(rule.transform(block))
     return out
 

@@ -331,3 +331,27 @@ def write_error_file(scores: Scores, path: str | os.PathLike[str]) -> None:
     with atomic_open(path) as fh:
         for q in errors + rest:
             fh.write(json.dumps(dataclasses.asdict(q), ensure_ascii=False) + "\n")
+
+
+def score_file(predictions: Mapping[str, str], references, predictions_path: str | os.PathLike) -> tuple[Scores, list[str]]:
+    """Score predictions read from a file against a data file's references (``data.References``).
+
+    Returns:
+        The scores (HW7 accuracy when the data's format scores it) and warnings worth printing.
+
+    Raises:
+        ValueError: no predicted id is a question of the references (the wrong file, surely).
+    """
+    unknown = [i for i in predictions if str(i).strip() not in references]
+    if predictions and len(unknown) == len(predictions):
+        raise ValueError(f"{predictions_path}: none of its {len(predictions)} ids is a question of "
+                         f"{references.path} (first: {unknown[0]!r}); wrong file?")
+    warnings = []
+    if unknown:
+        warnings.append(f"{predictions_path}: {len(unknown)} id(s) are not questions of {references.path} and are "
+                        f"ignored, first: {unknown[:3]}")
+    scores = evaluate(predictions, references, hw7=references.exact_accuracy)
+    if scores.answered < scores.total:
+        warnings.append(f"{predictions_path}: {scores.total - scores.answered} of {scores.total} questions have no "
+                        "prediction and score 0")
+    return scores, warnings

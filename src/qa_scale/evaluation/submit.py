@@ -7,6 +7,7 @@ leaderboard takes (``data/formats/``), so ``submit --format auto`` needs no form
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -84,12 +85,32 @@ def write_submission(predictions: Mapping[str, str], test_ids: Sequence[str], pa
 
 
 def read_hw7_csv(path: str | os.PathLike) -> dict[str, str]:
-    """Read a submission back (for checks and tests)."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        rows = list(csv.reader(fh))
+    """Read an ``ID,Answer`` submission back (blank lines skipped; bad rows and repeated ids refused)."""
+    text = _read_text(Path(path))
+    rows = list(csv.reader(io.StringIO(text, newline="")))  # quoted fields may hold newlines
     if not rows or rows[0] != ["ID", "Answer"]:
         raise SubmissionError(f"{path}: first row must be ID,Answer")
-    return {row[0]: row[1] for row in rows[1:]}
+    out: dict[str, str] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != 2:
+            raise SubmissionError(f"{path}: line {line}: expected 2 columns (ID,Answer), got {len(row)}")
+        if row[0] in out:
+            raise SubmissionError(f"{path}: line {line}: id {row[0]!r} appears twice")
+        out[row[0]] = row[1]
+    return out
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SubmissionError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except IsADirectoryError:
+        raise SubmissionError(f"{path}: is a folder, not a predictions file") from None
+    except OSError as err:
+        raise SubmissionError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
 def read_predictions(path: str | os.PathLike) -> dict[str, str]:
@@ -99,7 +120,15 @@ def read_predictions(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if path.suffix.lower() == ".csv":
         return read_hw7_csv(path)
-    preds = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
-        raise SubmissionError(f"{path}: expected a JSON object {{id: answer text}}")
+    try:
+        preds = json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise SubmissionError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    except RecursionError:
+        raise SubmissionError(f"{path}: JSON nested too deeply to be predictions") from None
+    if not isinstance(preds, dict):
+        raise SubmissionError(f"{path}: expected a JSON object {{id: answer text}}, got {type(preds).__name__}")
+    wrong = next((k for k, v in preds.items() if not isinstance(v, str)), None)
+    if wrong is not None:
+        raise SubmissionError(f"{path}: id {wrong!r}: the answer must be text, got {type(preds[wrong]).__name__}")
     return preds

@@ -107,7 +107,7 @@ def write_store(out: str | os.PathLike, ws: WindowSet, examples: Sequence[Exampl
         "model": model or {}, "data": data or {}, "metrics": metrics, **(extra or {}),
     }
     out = Path(out)
-    with staged_dir(out) as tmp:
+    with staged_dir(out, marker="store.json") as tmp:  # an existing folder is replaced only if it is a store
         for name, array in zip(LOGITS, (start, end)):
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
         save_windows(ws, tmp / "windows")
@@ -156,7 +156,17 @@ class Store:
 
     def logits(self, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(start, end) in the stored dtype, memory-mapped unless ``mmap`` is False."""
-        return tuple(np.load(self.path / f"{name}.npy", mmap_mode="r" if mmap else None) for name in LOGITS)
+        out = []
+        for name in LOGITS:
+            file = self.path / f"{name}.npy"
+            try:
+                array = np.load(file, mmap_mode="r" if mmap else None)
+            except (OSError, ValueError) as err:
+                raise StoreError(f"{file}: not a readable .npy array ({err})") from None
+            if array.shape != self.shape:
+                raise StoreError(f"{file}: shape {array.shape} does not match store.json {self.shape}")
+            out.append(array)
+        return out[0], out[1]
 
     def iter_rows(self, name: str, chunk_rows: int = 256) -> Iterator[tuple[slice, np.ndarray]]:
         """Stream one logits array as ``(rows, block)`` pairs with ordinary file reads.
@@ -165,21 +175,29 @@ class Store:
         leave every page it touched resident until unmapped). The block buffer is reused:
         consume it before asking for the next one.
         """
-        with open(self.path / f"{name}.npy", "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-            if read_header is None:
-                raise StoreError(f"{self.path / name}.npy: unsupported .npy version {version}")
-            shape, fortran, dtype = read_header(fh)
+        file = self.path / f"{name}.npy"
+        try:
+            fh = open(file, "rb")
+        except OSError as err:
+            raise StoreError(f"{file}: cannot read ({err.strerror or err})") from None
+        with fh:
+            try:
+                version = np.lib.format.read_magic(fh)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise StoreError(f"{file}: unsupported .npy version {version}")
+                shape, fortran, dtype = read_header(fh)
+            except (ValueError, EOFError) as err:
+                raise StoreError(f"{file}: not a readable .npy file ({err})") from None
             if fortran or len(shape) != 2 or tuple(shape) != self.shape:
-                raise StoreError(f"{self.path / name}.npy: shape {shape} does not match store.json {self.shape}")
+                raise StoreError(f"{file}: shape {shape} does not match store.json {self.shape}")
             W, L = shape
             buf = np.empty((min(chunk_rows, W), L), dtype)
             for a in range(0, W, chunk_rows):
                 block = buf[: min(chunk_rows, W - a)]
                 if fh.readinto(memoryview(block).cast("B")) != block.nbytes:
-                    raise StoreError(f"{self.path / name}.npy is truncated")
+                    raise StoreError(f"{file} is truncated")
                 yield slice(a, a + len(block)), block
 
     @cached_property
@@ -214,8 +232,28 @@ def open_store(path: str | os.PathLike) -> Store:
     if not meta_file.is_file():
         what = "does not exist" if not path.exists() else "is not a logits store (no store.json)"
         raise StoreError(f"{path} {what}; make one with `qa-scale predict MODEL DATA --out {path}`")
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise StoreError(f"{path}: not a version-{VERSION} logits store "
-                         f"(format {meta.get('format')!r}, version {meta.get('version')!r})")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise StoreError(f"{meta_file}: unreadable ({err}); the store is damaged: predict it again") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        got = meta if not isinstance(meta, dict) else {k: meta.get(k) for k in ("format", "version")}
+        raise StoreError(f"{meta_file}: not a version-{VERSION} logits store ({got})")
+    for key in ("fingerprint", "logits", "windows"):
+        if not isinstance(meta.get(key), dict):
+            raise StoreError(f"{meta_file}: missing or bad {key!r}; the store is damaged: predict it again")
+    shape = meta["logits"].get("shape")
+    if (not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(x, int) and x > 0 for x in shape)
+            or meta["logits"].get("dtype") not in DTYPES):
+        raise StoreError(f"{meta_file}: bad 'logits' entry {meta['logits']}; the store is damaged: predict it again")
     return Store(path, meta)
+
+
+def nonfinite_windows(block: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Rows of ``block`` ([rows, L] logits) with NaN or ±inf inside the window's real tokens.
+
+    −inf belongs on padding only; anywhere else a non-finite logit means a diverged model or a
+    damaged store, whose answers would silently be empty.
+    """
+    real = np.arange(block.shape[1])[None, :] < lengths[:, None]
+    return np.flatnonzero((~np.isfinite(block) & real).any(axis=1))

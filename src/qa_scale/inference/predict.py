@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..data import Example
@@ -142,6 +143,12 @@ def predict_to_store(model: Callable, tok, examples: Sequence[Example], window_c
     bar.close()
     if logits is None:
         return None
+    bad = np.union1d(*(logits_store.nonfinite_windows(x, ws.lengths) for x in logits))
+    if len(bad):
+        first = ws.example_ids[ws.example_index[bad[0]]]
+        raise ValueError(f"{(model_info or {}).get('path', 'the model')}: non-finite logits (NaN or inf) on "
+                         f"{len(bad)} of {len(ws)} windows, first in example {first}: the model has diverged or "
+                         "its weights are damaged; nothing was written")
     start, end = (logits_store.cast(x, precision) for x in logits)
     decoded = decode(ws, start, end, examples, decode_config, nbest=True)
     scores = None
@@ -182,6 +189,7 @@ def run(model_dir: str | os.PathLike, data_path: str | os.PathLike, out: str | o
         Rank 0's summary; None on the other ranks.
     """
     from .. import data
+    from ..common.files import check_replaceable
     from ..data.tokenization import load_tokenizer
     from ..modeling.model import check_vocab, load_qa_model
     from ..runtime import distributed
@@ -190,8 +198,9 @@ def run(model_dir: str | os.PathLike, data_path: str | os.PathLike, out: str | o
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory not found: {model_dir}")
+    check_replaceable(out, "store.json")  # before any work: an unrelated folder is never replaced
     window_config, decode_config, model_section = resolve_settings(model_dir, windows or {}, decoding or {})
-    ds = data.load(data_path, mode=mode, fmt=fmt)
+    ds = data.load(data_path, mode=mode, fmt=fmt).require_examples()
     tok_spec = _tokenizer_spec(model_dir, tokenizer, model_section)
     tok = load_tokenizer(tok_spec)
     d = distributed.init(device)

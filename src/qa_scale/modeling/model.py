@@ -86,7 +86,12 @@ def load_config(name_or_path: str):
     """A model's ``transformers`` config from a local directory or the local hub cache."""
     from transformers import AutoConfig
 
+    from ..data.tokenization import looks_local
+
     is_dir = Path(name_or_path).is_dir()
+    if not Path(name_or_path).exists() and looks_local(name_or_path):
+        raise ModelLoadError(f"model {name_or_path!r} not found: no such folder. Pass a local directory saved "
+                             "with save_pretrained, or pre-train an offline backbone with `qa-scale backbone`.")
     try:
         return AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:

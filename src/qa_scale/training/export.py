@@ -52,7 +52,7 @@ def export_state_dict(model: PreTrainedModel, out_dir: str | os.PathLike,
         raise ExportError("the model's parameters are ZeRO-3 partitions; export its checkpoint "
                           "with export_checkpoint instead")
     out_dir = Path(out_dir)
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, marker="config.json") as tmp:  # replaces only a model folder
         # Safetensors is the default of transformers ≥ 4.35 and the only format of 5.x, which
         # ignores `safe_serialization`; checking the files works with either.
         model.save_pretrained(tmp)
@@ -213,7 +213,7 @@ def export_lora_checkpoint(checkpoint_dir: str | os.PathLike, tag: str | None, b
     model.load_state_dict(state, strict=True)
     if base_name:
         model.peft_config["default"].base_model_name_or_path = base_name
-    with staged_dir(Path(adapter_dir)) as tmp:
+    with staged_dir(Path(adapter_dir), marker="adapter_config.json") as tmp:
         model.save_pretrained(tmp)
         if not any(tmp.glob("adapter_model.safetensors")):
             raise ExportError(f"peft wrote no adapter_model.safetensors for {adapter_dir}")

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..common.files import atomic_open, write_json
+from ..common.files import atomic_open, ensure_dir, write_json
 from ..common.progress import progress
 from ..data.batches import collate, global_batches, rank_micro_batches, to_device
 from ..runtime import distributed
@@ -73,8 +73,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, make_task: Callable[..., Task] = QATask,
                  loss_hook: LossHook | None = None):
         self.config, self.run_cfg, self.loss_hook = config, config.run, loss_hook
+        self.out = ensure_dir(config.run.output_dir)  # before anything heavy: a bad path fails at once
         self.d = distributed.init(config.run.device)
-        self.out = Path(config.run.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.state = TrainState()
         self.setup(make_task)

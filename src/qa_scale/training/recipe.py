@@ -16,7 +16,14 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
-from ..common.settings import FieldError, base_type, check_fields, check_keys, literals, option
+from ..common.settings import (
+    FieldError,
+    base_type,
+    check_fields,
+    check_keys,
+    literals,
+    option,
+)
 from ..data.windows import WindowConfig
 from ..evaluation.decode import DecodeConfig
 from ..modeling.lora import LoraSection

@@ -75,7 +75,7 @@ class QATask:
         self.dev, self.dev_windows, self.dev_refs = [], None, {}
         if dc.dev_file:
             self.dev = data.load(dc.dev_file, dc.mode).examples[: dc.max_dev_examples]
-            refs = data.load_references(dc.dev_file)
+            refs = data.load_references(dc.dev_file, skip_bad=dc.mode == "lenient")
             self.dev_refs = {ex.id: refs.get(ex.id) or [a.text for a in ex.answers] for ex in self.dev}
             self.dev_windows = self._cached(self.dev, labels=False)
         self._all: WindowSet | None = None

@@ -108,7 +108,7 @@ def collect(dirs: dict[str, Path], resamples: int = 2000, seed: int = 0,
     loaded = {m: _load_run(Path(dirs[m])) for m in MODES}
     _check_same_setup({m: loaded[m][1] for m in MODES})
     dev_file = loaded["full"][1]["data"]["dev_file"]
-    refs = data.load_references(dev_file)
+    refs = data.load_references(dev_file, skip_bad=True)  # the runs read it leniently too
     ids = sorted(set(loaded["full"][2]) & set(loaded["lora"][2]))
     if not ids:
         raise CompareError("the two runs have no dev question in common")

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..records import DataError, RawQuestion, need
+from ..records import DataError, RawQuestion, need, need_list
 from .registry import DataFormat, register
 
 
@@ -24,15 +24,16 @@ def read(raw: dict, path: Path) -> Iterable[RawQuestion]:
     if not isinstance(articles, list):
         raise DataError(f"{path}: 'data' must be a list of articles")
     for a, article in enumerate(articles):
-        for p, para in enumerate(need(article, "paragraphs", path, f"article #{a}")):
-            context = need(para, "context", path, f"article #{a} paragraph #{p}")
-            for n, qa in enumerate(need(para, "qas", path, f"article #{a} paragraph #{p}")):
-                qid = str(need(qa, "id", path, f"article #{a} paragraph #{p} question #{n}"))
-                where = f"example {qid}"
+        for p, para in enumerate(need_list(article, "paragraphs", path, f"article #{a}")):
+            where = f"article #{a} paragraph #{p}"
+            context = need(para, "context", path, where)
+            for n, qa in enumerate(need_list(para, "qas", path, where)):
+                qid = str(need(qa, "id", path, f"{where} question #{n}"))
                 try:
-                    answers = [(need(ans, "text", path, where), need(ans, "answer_start", path, where))
-                               for ans in qa.get("answers", [])]
-                    yield RawQuestion(qid, need(qa, "question", path, where), context, answers)
+                    answers = [(need(ans, "text", path, f"example {qid}"),
+                                need(ans, "answer_start", path, f"example {qid}"))
+                               for ans in need_list(qa, "answers", path, f"example {qid}", default=[])]
+                    yield RawQuestion(qid, need(qa, "question", path, f"example {qid}"), context, answers)
                 except DataError as err:
                     yield RawQuestion(qid, None, None, [], problem=err.problem or str(err))
 

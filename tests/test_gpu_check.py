@@ -1,0 +1,31 @@
+"""The one-GPU check runs end to end on the CPU in its dry-run mode (tiny shape, same path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_measures_every_configuration(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "gpu_dryrun.json").read_text())
+    runs = {r["name"]: r for r in result["train"]}
+    assert set(runs) == {"zero2_bf16_mb2", "zero2_bf16_mb4", "zero3_bf16_mb4", "lora_zero2_bf16_mb4",
+                         "zero2_fp16_mb4"}
+    for r in runs.values():
+        assert r["steps"] == 4 and r["tokens_per_s"] > 0 and r["peak_memory_gib"] > 0
+    assert runs["lora_zero2_bf16_mb4"]["parameters"]["trainable_percent"] < 2
+    assert runs["zero2_fp16_mb4"]["final_loss_scale"] is not None  # the fp16 run went through the loss scaler
+    assert result["predict"]["windows_per_s"] > 0 and result["environment"]["dry_run"] is True
+    assert "| zero3_bf16_mb4 | 4 |" in proc.stdout
