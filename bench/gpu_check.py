@@ -76,7 +76,10 @@ def train(name: str, extra: dict, work: Path, train_file: Path, vocab: Path, dry
               "run.log_every": 1 if dry else 5, "run.save_every": 10**6, "run.eval_every": 10**6,
               "run.export": "false", "run.tensorboard": "false", **extra}
     values["run.precision"] = precision
-    env = {**os.environ, "QA_SCALE_CPU_FP16": "1"} if dry else dict(os.environ)
+    # a clean environment: a process group of this process (its MASTER_PORT) must not leak into the child
+    from qa_scale.runtime.processes import child_env
+
+    env = child_env({"QA_SCALE_CPU_FP16": "1"} if dry else None)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "qa_scale", "train", *(f"{k}={v}" for k, v in values.items())],
                           capture_output=True, text=True, env=env, timeout=900)

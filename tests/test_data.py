@@ -174,3 +174,20 @@ def test_a_new_data_format_is_one_registration(tmp_path, monkeypatch):
     assert refs == {"7": ["北京"]} and refs.exact_accuracy and refs.format.submission == "csv"
     args = build_parser().parse_args(["check-data", str(path), "--format", "flat", "--tokenizer", "x"])
     assert args.fmt == "flat"
+
+
+def test_several_training_files_mix_formats_and_keep_ids_distinct(tmp_path):
+    """HW7 numbers its questions 0, 1, 2…; a SQuAD file may use the same ids: both kept, counted."""
+    hw7 = tmp_path / "hw7_train.json"
+    hw7.write_text(json.dumps({"paragraphs": ["他住在北京。"], "questions": [
+        {"id": 0, "paragraph_id": 0, "question_text": "他住在哪？", "answer_text": "北京", "answer_start": 3,
+         "answer_end": 4}]}, ensure_ascii=False), encoding="utf-8")
+    squad = tmp_path / "cmrc.json"
+    squad.write_text(json.dumps({"data": [{"paragraphs": [{"context": "上海很大。", "qas": [
+        {"id": "0", "question": "哪里大？", "answers": [{"text": "上海", "answer_start": 0}]},
+        {"id": "1", "question": "什么大？", "answers": [{"text": "上海", "answer_start": 0}]}]}]}]},
+        ensure_ascii=False), encoding="utf-8")
+    examples, counts = data.load_many([hw7, squad])
+    assert [ex.id for ex in examples] == ["0", "cmrc:0", "1"]
+    assert [(c["format"], c["examples_kept"], c["ids_renamed"]) for c in counts] == [("hw7", 1, 0), ("squad", 2, 1)]
+    assert examples[1].context == "上海很大。"

@@ -12,30 +12,54 @@ from cli_runs import qa_scale
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
+ARGS = ["--train-paragraphs", "20", "--dev-paragraphs", "12", "--backbone-steps", "4", "--member-steps", "6",
+        "--backbones", "1x32:0", "1x32:1", "--heads", "2", "--members", "A:full:1", "B:full:1", "B:lora:1",
+        "--batch-size", "8", "--json"]
+DETERMINISTIC = ("config", "dev_oracle", "backbones", "members", "ensemble", "uniform_ensemble",
+                 "ensemble_vs_best_member", "baselines")
+
+
 def test_demo_runs_every_stage_and_writes_a_complete_submission(tmp_path):
     out = tmp_path / "demo"
-    args = ["demo", "--out", out, "--train-paragraphs", "20", "--backbone-steps", "4", "--member-steps", "4",
-            "--hidden-size", "32", "--layers", "1", "--heads", "2", "--batch-size", "8", "--json"]
-    proc = qa_scale(args, None, tmp_path)
+    proc = qa_scale(["demo", "--out", out, *ARGS], None, tmp_path)
     report = json.loads(proc.stdout)
-    assert set(report["members"]) == {"full_s1", "full_s2", "lora_s1"}
+    assert set(report["members"]) == {"A_full_s1", "B_full_s1", "B_lora_s1"} and set(report["backbones"]) == {"A", "B"}
     for name in report["members"]:
         summary = json.loads((out / "members" / name / "summary.json").read_text())
         assert summary["finished"] and summary["world_size"] == 2  # trained by 2 DeepSpeed ranks
-        assert summary["mode"] == name.split("_")[0]
+        assert summary["mode"] == name.split("_")[1]
         assert (out / "members" / name / "dev_store" / "store.json").exists()
-    assert (out / "members" / "lora_s1" / "adapter" / "adapter_config.json").exists()
+        for part in ("search", "holdout", "dev", "test"):
+            assert part in report["members"][name]
+    assert (out / "members" / "B_lora_s1" / "adapter" / "adapter_config.json").exists()
     gain = report["ensemble_vs_best_member"]
-    best = report["members"][gain["best_member"]]["dev"]["em"]
-    assert gain["dev_em_gain"] == pytest.approx(report["ensemble"]["dev"]["em"] - best, abs=1e-3)
+    best = gain["best_member"]
+    assert best == max(report["members"], key=lambda n: (report["members"][n]["search"]["em"],
+                                                        report["members"][n]["search"]["f1"]))
+    assert gain["holdout_em_gain"] == pytest.approx(report["ensemble"]["holdout"]["em"]
+                                                    - report["members"][best]["holdout"]["em"], abs=1e-2)
+    lo, hi = gain["holdout_em_gain_ci95"]
+    assert lo <= gain["holdout_em_gain"] <= hi
+    assert abs(sum(report["ensemble"]["weights"].values()) - 1) < 1e-6
     truth = json.loads((out / "data" / "hw7_test_answers.json").read_text())
     with open(out / "submission.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["ID", "Answer"] and {r[0] for r in rows[1:]} == set(truth)
     assert report["dev_oracle"]["em_any_reference"] == 100.0
     # a second run reuses every finished stage
-    again = json.loads(qa_scale(args, None, tmp_path).stdout)
+    again = json.loads(qa_scale(["demo", "--out", out, *ARGS], None, tmp_path).stdout)
     assert again["ensemble"] == report["ensemble"] and again["seconds"]["total"] < report["seconds"]["total"]
+    # a fresh run with the same seed, elsewhere, gives the same report (deterministic vocabulary and runs)
+    fresh = json.loads(qa_scale(["demo", "--out", tmp_path / "demo2", *ARGS], None, tmp_path).stdout)
+    assert {k: fresh[k] for k in DETERMINISTIC} == {k: report[k] for k in DETERMINISTIC}
+
+
+def test_the_demo_never_writes_into_a_foreign_folder(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    proc = qa_scale(["demo", "--out", tmp_path / "mine", *ARGS], None, tmp_path, check=False)
+    assert proc.returncode == 2 and "demo.json" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
 def test_a_stage_is_redone_when_its_command_or_inputs_change(tmp_path, monkeypatch):

@@ -253,3 +253,25 @@ def test_a_new_model_family_is_one_entry():
     assert any(n.endswith("attention.self.query") for n in lora_layers)
     assert not any("embeddings_project" in n for n in lora_layers)
     assert config_of_shape("chinese-electra-large").model_type == "electra"
+
+
+def test_masked_only_mlm_has_the_loss_and_gradients_of_bert_for_masked_lm():
+    """Projecting only the masked positions changes the cost, not the loss or its gradients."""
+    from transformers import BertForMaskedLM
+
+    from qa_scale.modeling.model import build_mlm_model, tiny_bert_config
+
+    config = tiny_bert_config(300, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ours = build_mlm_model(config, seed=0)
+    theirs = BertForMaskedLM(config)
+    theirs.load_state_dict(ours.state_dict())
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 300, (4, 24), generator=g)
+    labels = torch.where(torch.rand(4, 24, generator=g) < 0.15, ids, torch.full_like(ids, -100))
+    a, b = ours(input_ids=ids, labels=labels), theirs(input_ids=ids, labels=labels)
+    assert torch.allclose(a.loss, b.loss, atol=1e-6) and a.logits.shape == (int((labels != -100).sum()), 300)
+    a.loss.backward()
+    b.loss.backward()
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name
+    assert type(ours).__mro__[1] is BertForMaskedLM  # saves and loads as BertForMaskedLM

@@ -18,14 +18,16 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 @command("demo", _demo_arguments,
-         help="the embedded default, offline: sample data → backbone → 3 readers (DeepSpeed, CPU) → predict → "
-              "ensemble → scores → submission",
-         description="Everything the project does, on data and a masked-LM backbone it makes itself: two full "
-                     "fine-tunes and one LoRA reader trained with `deepspeed --num_gpus RANKS` (CPU ranks on gloo), "
-                     "their logits stores, the ensemble, EM/F1 of each and the HW7 CSV. About 15 minutes on 2 CPU "
-                     "cores; finished stages are reused on a re-run.")
+         help="the embedded default, offline: sample data → 2 backbones → 4 readers (DeepSpeed, CPU) → predict → "
+              "weighted ensemble → scores → submission",
+         description="Everything the project does, on data and masked-LM backbones it makes itself: readers "
+                     "fine-tuned from two backbones of different shapes and seeds with `deepspeed --num_gpus RANKS` "
+                     "(CPU ranks on gloo), their logits stores, member weights searched on one part of dev, the "
+                     "ensemble against the best member on the other part (paired bootstrap interval), and the HW7 "
+                     "CSV. About 15 minutes on 2 CPU cores; finished stages are reused on a re-run.")
 def demo(args: argparse.Namespace) -> int:
-    from ..workflows.demo import report_text, run_demo
+    from ..workflows.demo import run_demo
+    from ..workflows.demo_report import report_text
     from ..workflows.demo_config import DemoConfig
 
     report = run_demo(args.out, from_arguments(DemoConfig, args))

@@ -13,6 +13,7 @@ from .examples import (
     Issue,
     References,
     load,
+    load_many,
     load_references,
     read_json,
     read_records,
@@ -21,4 +22,4 @@ from .examples import (
 from .records import DataError
 
 __all__ = ["Answer", "DataError", "DataReport", "Dataset", "Example", "Issue", "References", "load",
-           "load_references", "read_json", "read_records", "validate"]
+           "load_many", "load_references", "read_json", "read_records", "validate"]

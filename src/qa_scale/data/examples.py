@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
@@ -328,3 +328,31 @@ def load_references(path: str | Path, fmt: str = "auto", skip_bad: bool = False)
         shown = "; ".join(bad[:10]) + (f"; … and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise DataError(f"{path}: {len(bad)} question(s) cannot be scored or submitted: {shown}")
     return References(refs, found, str(path))
+
+
+def load_many(paths: Iterable[str | Path], mode: Mode = "strict") -> tuple[list[Example], list[dict]]:
+    """Examples of several files (each in its own format), with ids kept distinct, and per-file counts.
+
+    Files are mixed the way competitors mix CMRC 2018, DRCD and HW7 for training. An id already
+    taken by an earlier file gets the file's name in front (``hw7_train:12``), so no example
+    shadows another; each file's entry of the returned counts says how many were renamed.
+    """
+    examples: list[Example] = []
+    counts: list[dict] = []
+    seen: set[str] = set()
+    for path in paths:
+        ds = load(path, mode)
+        renamed = 0
+        for ex in ds.examples:
+            if ex.id in seen:
+                new, k = f"{Path(path).stem}:{ex.id}", 2
+                while new in seen:
+                    new, k = f"{Path(path).stem}:{ex.id}#{k}", k + 1
+                ex, renamed = replace(ex, id=new), renamed + 1
+            seen.add(ex.id)
+            examples.append(ex)
+        r = ds.report
+        counts.append({"path": str(path), "format": r.format, "questions_read": r.questions_read,
+                       "examples_kept": r.examples_kept, "answers_repaired": r.answers_repaired,
+                       "examples_dropped": r.examples_dropped, "ids_renamed": renamed})
+    return examples, counts

@@ -80,32 +80,54 @@ def load_tokenizer(spec: str | os.PathLike) -> PreTrainedTokenizerBase:
 
 
 def build_char_vocab(corpus: Iterable[str], out_dir: str | os.PathLike, vocab_size: int = 8000,
-                     min_frequency: int = 1) -> PreTrainedTokenizerBase:
-    """Train a character-level Chinese WordPiece vocabulary and save it as a tokenizer directory.
+                     min_frequency: int = 1, word_min_frequency: int = 0) -> PreTrainedTokenizerBase:
+    """Build a character-level Chinese WordPiece vocabulary, deterministically, and save it as a tokenizer.
 
-    The BERT normaliser puts every CJK character in a word of its own, so Chinese text becomes
-    one token per character (as in the Chinese BERT vocabulary) while Latin words and numbers
-    get WordPiece sub-words.
+    The corpus goes through the BERT normaliser and pre-tokenizer (the ones the tokenizer will
+    use): every CJK character becomes a word of its own, as in the Chinese BERT vocabulary, and
+    every other word (Latin, digits) is spelt as its first character plus ``##`` continuations.
+    Entries are ranked by frequency, ties by code point, so the same corpus always gives the same
+    file — the ``tokenizers`` WordPiece trainer breaks frequency ties in hash order, which changed
+    token ids (and so every initialisation) from one run to the next.
 
     Args:
         corpus: lines of text (e.g. the contexts of a data set).
         out_dir: where ``vocab.txt`` and the tokenizer files are written.
         vocab_size: upper bound on the vocabulary size, special tokens included.
-        min_frequency: tokens seen fewer times are left out.
+        min_frequency: characters seen fewer times are left out (they become ``[UNK]``).
+        word_min_frequency: when > 0, whole non-CJK words seen at least this often (numbers such
+            as years, Latin names) become entries of their own after the characters, so that they
+            are one token instead of one per character; 0 keeps the vocabulary character-level.
 
     Returns:
         The tokenizer, loaded back from ``out_dir``.
     """
-    from tokenizers import BertWordPieceTokenizer
+    from collections import Counter
 
-    trainer = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
-    trainer.train_from_iterator(
-        corpus, vocab_size=vocab_size, min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-    )
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    pre = BertPreTokenizer()
+    chars: Counter = Counter()
+    words: Counter = Counter()
+    for line in corpus:
+        for word, _ in pre.pre_tokenize_str(normalizer.normalize_str(line)):
+            chars[word[0]] += 1
+            chars.update("##" + c for c in word[1:])
+            if len(word) > 1:
+                words[word] += 1
+    rank = lambda item: (-item[1], item[0])  # noqa: E731 - frequency, then code point: no ties left
+    entries = [t for t, n in sorted(chars.items(), key=rank) if n >= min_frequency]
+    if word_min_frequency > 0:
+        entries += [w for w, n in sorted(words.items(), key=rank) if n >= word_min_frequency]
+    room = vocab_size - len(SPECIAL_TOKENS)
+    if room < 1:
+        raise TokenizerError(f"vocab_size {vocab_size} leaves no room beside the {len(SPECIAL_TOKENS)} special tokens")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    trainer.save_model(str(out))  # writes vocab.txt, special tokens first
+    with open(out / "vocab.txt", "w", encoding="utf-8") as fh:
+        fh.writelines(t + "\n" for t in [*SPECIAL_TOKENS, *entries[:room]])
     tok = _from_vocab_file(out / "vocab.txt")
     tok.save_pretrained(str(out))
     return tok

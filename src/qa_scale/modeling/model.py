@@ -72,14 +72,17 @@ def build_mlm_model(config: BertConfig, seed: int | None = None,
                     attn_implementation: str = "sdpa") -> BertForMaskedLM:
     """A randomly initialised BERT masked-LM (for pre-training the offline backbone).
 
+    It is a :class:`~.masked_lm.MaskedOnlyBertForMaskedLM`: the vocabulary projection runs on the
+    masked tokens only; it saves and loads as a ``BertForMaskedLM``.
+
     Args:
         config: the architecture, e.g. from :func:`tiny_bert_config`.
         seed: seeds the initialisation; the global random state is left as it was.
         attn_implementation: ``"sdpa"`` (default) or ``"eager"``.
     """
-    from transformers import BertForMaskedLM
+    from .masked_lm import MaskedOnlyBertForMaskedLM
 
-    return _from_config(BertForMaskedLM, config, attn_implementation, seed)
+    return _from_config(MaskedOnlyBertForMaskedLM, config, attn_implementation, seed)
 
 
 def load_config(name_or_path: str):

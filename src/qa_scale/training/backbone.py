@@ -41,9 +41,11 @@ class MLMTask:
         from transformers import DataCollatorForLanguageModeling
 
         self.config, self.tok = config, tok
-        lines = [ln.strip() for ln in Path(config.data.train_file).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        from ..data.tokenization import corpus_lines
+
+        lines = list(corpus_lines(config.data.train_files()))
         if not lines:
-            raise ValueError(f"{config.data.train_file}: the corpus is empty")
+            raise ValueError(f"{', '.join(config.data.train_files())}: the corpus is empty")
         ids = np.concatenate([np.asarray(x, np.int32) for x in tok(lines, add_special_tokens=False)["input_ids"]])
         width = config.data.windows.max_seq_len
         body = width - 2
@@ -81,9 +83,9 @@ class MLMTask:
 
     @staticmethod
     def correct(out, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(masked tokens predicted right, masked tokens)."""
+        """(masked tokens predicted right, masked tokens); the logits are those of the masked tokens."""
         mask = batch["labels"] != -100
-        return (out.logits.argmax(-1)[mask] == batch["labels"][mask]).sum(), mask.sum()
+        return (out.logits.argmax(-1) == batch["labels"][mask]).sum(), mask.sum()
 
     def evaluate(self, engine, d: Dist) -> tuple[dict, dict | None]:
         raise NotImplementedError("the masked-LM task has no dev evaluation")

@@ -266,6 +266,7 @@ class Trainer:
                    "best_dev_em": s.best_em, "best_checkpoint": s.best_tag, "last_dev": self.last_eval,
                    "world_size": self.d.world_size, "precision": c.run.precision,
                    "skipped_steps": self.engine.skipped_steps, "windows_per_step": c.optim.global_batch_size,
+                   "train_files": getattr(self.task, "train_counts", None),
                    **cost, "parameters": {"total": n_total, "trainable": n_trainable,
                                           "trainable_percent": round(100 * n_trainable / n_total, 4)}}
         distributed.barrier()
@@ -292,8 +293,10 @@ class Trainer:
                                    tokenizer=self.tok, base_class=type(base),
                                    base_name=self.config.model.name_or_path)
             return {"model": str(out / "model"), "adapter": str(out / "adapter")}
+        # a training variant of a transformers class (the masked-LM backbone) is exported as that class
+        model_class = next(c for c in type(module).__mro__ if c.__module__.startswith("transformers."))
         export_checkpoint(self.ckpt_dir, tag, module.config, out / "model", tokenizer=self.tok,
-                          model_class=type(module))
+                          model_class=model_class)
         return {"model": str(out / "model")}
 
     # ------------------------------------------------------------------ helpers

@@ -9,6 +9,7 @@ unknown keys are refused with the closest valid name.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,9 @@ class ModelSection:
 class DataSection:
     """Where examples come from and how they become windows."""
 
-    train_file: str | None = option(None, "training data (HW7 or SQuAD style)")
+    train_file: str | list[str] | None = option(
+        None, "training data (HW7 or SQuAD style), or a list of files mixed (formats detected per file, ids "
+              "kept distinct)")
     dev_file: str | None = option(None, "dev data for periodic EM/F1 and best-checkpoint selection")
     mode: Literal["strict", "lenient"] = option("lenient", "validation of the input files")
     strategy: Literal["all", "random_answer"] = option(
@@ -59,6 +62,12 @@ class DataSection:
 
     def __post_init__(self) -> None:
         check_fields(self)  # types and ranges of every number, as declared above
+
+    def train_files(self) -> list[str]:
+        """``train_file`` as a list (one file or several)."""
+        if self.train_file is None:
+            return []
+        return [self.train_file] if isinstance(self.train_file, str) else list(self.train_file)
 
 
 @dataclass
@@ -145,11 +154,20 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _admits_list(annotation: Any) -> bool:
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    return any(typing.get_origin(a) is list for a in args)
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Turn a YAML or command-line value into the field's type, or raise naming the key."""
     kind = base_type(annotation)
     if value is None or (isinstance(value, str) and value in literals(annotation)):
         return value
+    if isinstance(value, list) and _admits_list(annotation):
+        if not value or not all(isinstance(v, (str, Path)) and str(v) for v in value):
+            raise ValueError(f"{key}: expected a file path or a non-empty list of file paths, got {value!r}")
+        return [str(v) for v in value]
     if kind is dict and not isinstance(value, dict):
         raise ValueError(f"{key}: expected a mapping such as {{hidden_size: 64}}, got {value!r}")
     try:

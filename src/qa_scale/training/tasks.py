@@ -65,13 +65,13 @@ class QATask:
 
     def __init__(self, config: TrainConfig, tok: PreTrainedTokenizerBase, cache_dir: Path, d: Dist):
         dc = config.data
-        if not dc.train_file:
+        if not dc.train_files():
             raise ValueError("data.train_file is required")
         self.config, self.tok, self.cache, self.dist = config, tok, cache_dir, d
-        train = data.load(dc.train_file, dc.mode).examples[: dc.max_train_examples]
-        self.train = [ex for ex in train if ex.answers]
+        train, self.train_counts = data.load_many(dc.train_files(), dc.mode)
+        self.train = [ex for ex in train[: dc.max_train_examples] if ex.answers]
         if not self.train:
-            raise ValueError(f"{dc.train_file}: no training example has an answer")
+            raise ValueError(f"{', '.join(dc.train_files())}: no training example has an answer")
         self.dev, self.dev_windows, self.dev_refs = [], None, {}
         if dc.dev_file:
             self.dev = data.load(dc.dev_file, dc.mode).examples[: dc.max_dev_examples]

@@ -1,10 +1,12 @@
-"""The embedded-default job: the whole path offline, on data and a backbone the project makes.
+"""The embedded-default job: the whole path offline, on data and backbones the project makes.
 
-sample data → character vocabulary → oracle fidelity → masked-LM backbone → three readers
-(two full fine-tunes with different seeds, one LoRA), each trained by the DeepSpeed engine on
-``ranks`` CPU processes → a logits store per reader and split (``predict``) → the fingerprint-
-checked mean of their logits (``ensemble``) → the shared decoder → EM/F1 of every member and of
-the ensemble → HW7 CSV and CMRC-style JSON. ``report.json`` holds every figure.
+sample data → character vocabulary (deterministic) → oracle fidelity → masked-LM backbones of
+different shapes and seeds → readers fine-tuned from each (the HW7 boss recipe in miniature),
+each trained by the DeepSpeed engine on ``ranks`` CPU processes → a logits store per reader and
+split (``predict``) → member weights searched on one part of dev → the weighted mean of their
+logits, decoded once → the ensemble against the member that is best on the search part,
+measured on the other part, with a paired bootstrap interval → HW7 CSV and CMRC-style JSON.
+``report.json`` holds every figure (:mod:`.demo_report` computes them).
 
 Every training stage is the real command under the real launcher (``deepspeed --num_gpus N
 qa-scale …``), so the demo exercises what a GPU server runs. Finished stages are reused when the
@@ -23,16 +25,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import data, synthetic
-from ..common.files import write_json
+from ..common.files import OutputError, write_json
 from ..data.tokenization import build_char_vocab
-from ..ensemble.combine import ensemble
-from ..evaluation import metrics, oracle, submit
-from ..evaluation.baselines import trivial_baselines
+from ..ensemble.weight_search import split_ids
+from ..evaluation import oracle
 from ..inference.logits_store import open_store
 from ..inference.predict import run as predict
 from ..runtime import processes
 from ..training import ds_config
 from .demo_config import DemoConfig
+from .demo_report import ensemble_report
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +74,13 @@ def _member_overrides(cfg: DemoConfig, paths: dict, backbone: Path, mode: str, s
     w = cfg.windows()
     values = {
         "mode": mode, "model.name_or_path": backbone, "data.train_file": paths["squad_train"],
-        "data.dev_file": paths["squad_dev"], "data.strategy": cfg.strategy,
+        "data.dev_file": paths["dev_search"], "data.strategy": cfg.strategy,  # the best checkpoint: search part only
         "data.windows.max_seq_len": w.max_seq_len, "data.windows.max_question_len": w.max_question_len,
         "data.windows.doc_overlap": w.doc_overlap, "data.cache_dir": out.parent / "cache",
         "optim.lr": cfg.lora_lr if mode == "lora" else cfg.member_lr, "optim.max_steps": cfg.member_steps,
         "optim.micro_batch_size": cfg.batch_size // cfg.ranks, "optim.global_batch_size": cfg.batch_size,
         "optim.warmup_ratio": 0.06, "optim.weight_decay": 0.01, "lora.r": cfg.lora_r, "lora.alpha": 2 * cfg.lora_r,
-        "lora.dropout": 0.0, "run.seed": seed, "run.output_dir": out, "run.precision": "fp32",
+        "lora.dropout": 0.0, "run.seed": seed, "run.output_dir": out, "run.precision": "fp32", "run.device": "cpu",
         "run.deepspeed": ds_config.SHIPPED / "zero2_bf16.json", "run.eval_every": max(1, cfg.member_steps // 4),
         "run.save_every": cfg.member_steps, "run.log_every": 20, "run.tensorboard": "false",
         "decode.max_answer_len": 32,
@@ -102,126 +104,100 @@ class _Clock:
         return {**self.laps, "total": round(time.perf_counter() - self.t0, 1)}
 
 
+MARKER = "demo.json"
+
+
 def run_demo(out_dir: str | Path, config: DemoConfig | None = None) -> dict:
     """Run the embedded-default job into ``out_dir`` and return its report."""
     cfg, out, clock = config or DemoConfig(), Path(out_dir).resolve(), _Clock()
     if cfg.batch_size % cfg.ranks:
         raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of ranks {cfg.ranks}")
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise OutputError(f"{out} is a folder with other content (no {MARKER}): the demo writes and replaces "
+                          "sub-folders there; choose a new or empty folder")
+    write_json(out / MARKER, {"config": asdict(cfg)})
     paths, data_key, report = _data_stage(cfg, out)
     clock.lap("data")
-    backbone_run, backbone_key = _backbone_stage(cfg, out, paths, data_key, report)
-    clock.lap("backbone")
+    backbones = {}
+    for name, (layers, hidden, seed) in cfg.backbone_specs().items():
+        backbones[name] = _backbone_stage(cfg, out, paths, data_key, name, layers, hidden, seed, report)
+        clock.lap(f"backbone_{name}")
     members = []
     for i, spec in enumerate(cfg.members):
-        mode, _, seed = spec.partition(":")
-        name, run_dir = f"{mode}_s{seed}", out / "members" / f"{mode}_s{seed}"
-        log.info("4/7 reader %d/%d: %s fine-tuning, seed %s", i + 1, len(cfg.members), mode, seed)
-        _stage(run_dir, ["train", *_member_overrides(cfg, paths, backbone_run / "model", mode, int(seed), run_dir)],
-               cfg.ranks, out / "logs" / f"{name}.log", backbone_key)
+        backbone, mode, seed = spec.split(":")
+        name = f"{backbone}_{mode}_s{seed}"
+        run_dir, (backbone_run, backbone_key) = out / "members" / name, backbones[backbone]
+        log.info("5/8 reader %d/%d: %s fine-tuning from backbone %s, seed %s", i + 1, len(cfg.members), mode,
+                 backbone, seed)
+        overrides = _member_overrides(cfg, paths, backbone_run / "model", mode, int(seed) + 100 * cfg.seed, run_dir)
+        _stage(run_dir, ["train", *overrides], cfg.ranks, out / "logs" / f"{name}.log", backbone_key)
         members.append((name, run_dir))
         clock.lap(f"train_{name}")
     stores = _store_stage(members, paths)
     clock.lap("predict")
-    _ensemble_stage(cfg, out, paths, members, stores, report)
+    report.update(ensemble_report(cfg, out, paths, members, stores))
     clock.lap("ensemble_and_submit")
     report["files"] = {name: str(out / name) for name in
-                       ("submission.csv", "test_predictions.json", "dev_predictions.json", "dev_errors.jsonl")}
+                       ("submission.csv", "test_predictions.json", "dev_predictions.json", "dev_errors.jsonl",
+                        "ensemble_recipe.yaml")}
     report["seconds"] = clock.total()
     write_json(out / "report.json", report)
     return report
 
 
 def _data_stage(cfg: DemoConfig, out: Path) -> tuple[dict, str, dict]:
-    log.info("1/7 sample data → %s", out / "data")
+    log.info("1/8 sample data → %s", out / "data")
     sample = synthetic.SampleConfig(seed=cfg.seed, train_paragraphs=cfg.train_paragraphs,
                                     dev_paragraphs=cfg.dev_paragraphs, paragraph_chars=tuple(cfg.paragraph_chars))
     paths = synthetic.write_all(sample, out / "data")
-    data_key = json.dumps({"sample": asdict(sample), "vocab_size": cfg.vocab_size})
-    log.info("2/7 character vocabulary and oracle fidelity of the dev windows")
+    refs = data.load_references(paths["squad_dev"])
+    search, _ = split_ids(list(refs), 1 - cfg.search_fraction)
+    paths["dev_search"] = _subset(paths["squad_dev"], set(search), out / "data" / "squad_dev_search.json")
+    data_key = json.dumps({"sample": asdict(sample), "vocab_size": cfg.vocab_size, "search": cfg.search_fraction})
+    log.info("2/8 character vocabulary and 3/8 oracle fidelity of the dev windows")
     lines = paths["corpus"].read_text(encoding="utf-8").splitlines()
     tok = build_char_vocab(lines, out / "tokenizer", vocab_size=cfg.vocab_size)
     dev = data.load(paths["squad_dev"], "strict")
     report: dict = {"config": asdict(cfg), "windows": {**vars(cfg.windows()), "stride": cfg.windows().stride()},
-                    "dev_oracle": oracle.oracle_fidelity(dev.examples, tok, cfg.windows()).to_dict(max_listed=10)}
+                    "dev_oracle": oracle.oracle_fidelity(dev.examples, tok, cfg.windows()).to_dict(max_listed=10),
+                    "backbones": {}}
     return paths, data_key, report
 
 
-def _backbone_stage(cfg: DemoConfig, out: Path, paths: dict, data_key: str, report: dict) -> tuple[Path, str]:
-    backbone_run = out / "backbone"
-    log.info("3/7 masked-LM backbone (%d layers, hidden %d, %d steps, %d ranks)", cfg.layers, cfg.hidden_size,
-             cfg.backbone_steps, cfg.ranks)
-    args = ["backbone", paths["corpus"], "--tokenizer", out / "tokenizer", "--out", backbone_run,
-            "--hidden-size", cfg.hidden_size, "--layers", cfg.layers, "--heads", cfg.heads,
+def _subset(squad_file: Path, ids: set[str], out: Path) -> Path:
+    """The SQuAD-style file with only the questions in ``ids`` (the members' dev: the search part)."""
+    raw = json.loads(squad_file.read_text(encoding="utf-8"))
+    for article in raw["data"]:
+        for para in article["paragraphs"]:
+            para["qas"] = [qa for qa in para["qas"] if qa["id"] in ids]
+    raw["data"] = [a for a in raw["data"] if any(p["qas"] for p in a["paragraphs"])]
+    return write_json(out, raw)
+
+
+def _backbone_stage(cfg: DemoConfig, out: Path, paths: dict, data_key: str, name: str, layers: int, hidden: int,
+                    seed: int, report: dict) -> tuple[Path, str]:
+    run = out / f"backbone_{name}"
+    log.info("4/8 masked-LM backbone %s (%d layers, hidden %d, seed %d, %d steps, %d ranks)", name, layers, hidden,
+             seed, cfg.backbone_steps, cfg.ranks)
+    args = ["backbone", paths["corpus"], "--tokenizer", out / "tokenizer", "--out", run,
+            "--hidden-size", hidden, "--layers", layers, "--heads", cfg.heads, "--device", "cpu",
             "--seq-len", cfg.backbone_seq_len, "--steps", cfg.backbone_steps, "--lr", cfg.backbone_lr,
-            "--batch-size", cfg.batch_size, "--seed", cfg.seed]
-    key = _stage(backbone_run, args, cfg.ranks, out / "logs" / "backbone.log", data_key)
-    report["backbone"] = json.loads((backbone_run / "summary.json").read_text(encoding="utf-8"))
-    return backbone_run, key
+            "--batch-size", cfg.batch_size, "--seed", seed + 100 * cfg.seed]
+    key = _stage(run, args, cfg.ranks, out / "logs" / f"backbone_{name}.log", data_key)
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    report["backbones"][name] = {"layers": layers, "hidden_size": hidden, "seed": seed + 100 * cfg.seed,
+                                 "steps": summary["steps"], "parameters": summary["parameters"]["total"]}
+    return run, key
 
 
 def _store_stage(members: list[tuple[str, Path]], paths: dict) -> dict[str, list]:
-    log.info("5/7 logits stores: every reader × dev and test")
+    log.info("6/8 logits stores: every reader × dev and test")
     files = {"dev": paths["squad_dev"], "test": paths["hw7_test"]}
     stores: dict[str, list] = {"dev": [], "test": []}
     for _, run_dir in members:
         for split in ("dev", "test"):
             store_dir = run_dir / f"{split}_store"
             if not (store_dir / "store.json").exists():
-                predict(run_dir / "model", files[split], store_dir, batch_size=64)
+                predict(run_dir / "model", files[split], store_dir, batch_size=64, device="cpu")
             stores[split].append(open_store(store_dir))
     return stores
-
-
-def _ensemble_stage(cfg: DemoConfig, out: Path, paths: dict, members: list, stores: dict, report: dict) -> None:
-    log.info("6/7 ensemble: mean of %d readers' logits, one decode", len(members))
-    truth = json.loads(paths["hw7_test_answers"].read_text(encoding="utf-8"))
-    refs = {"dev": data.load_references(paths["squad_dev"]), "test": {k: [v] for k, v in truth.items()}}
-    report["members"], report["ensemble"] = {}, {}
-    for split in ("dev", "test"):
-        result = ensemble(stores[split], nbest=False).decoded
-        hw7 = split == "test"
-        for (name, _), store in zip(members, stores[split]):
-            s = metrics.evaluate(store.predictions(), refs[split], hw7=hw7)
-            report["members"].setdefault(name, {})[split] = _scores(s)
-        s = metrics.evaluate(result.predictions, refs[split], hw7=hw7)
-        report["ensemble"][split] = _scores(s)
-        if split == "dev":
-            write_json(out / "dev_predictions.json", result.predictions)
-            metrics.write_error_file(s, out / "dev_errors.jsonl")
-        else:
-            log.info("7/7 submissions")
-            ids = list(data.load_references(paths["hw7_test"]))
-            submit.write_hw7_csv(result.predictions, ids, out / "submission.csv")
-            submit.write_prediction_json(result.predictions, ids, out / "test_predictions.json")
-    best = max(report["members"], key=lambda n: report["members"][n]["dev"]["em"])
-    report["ensemble_vs_best_member"] = {
-        "best_member": best,
-        "dev_em_gain": round(report["ensemble"]["dev"]["em"] - report["members"][best]["dev"]["em"], 3),
-        "dev_f1_gain": round(report["ensemble"]["dev"]["f1"] - report["members"][best]["dev"]["f1"], 3)}
-    train = data.load(paths["squad_train"], "strict").examples
-    dev = data.load(paths["squad_dev"], "strict").examples
-    report["baselines"] = trivial_baselines(train, dev, refs["dev"])
-
-
-def _scores(s: metrics.Scores) -> dict:
-    out = {"em": round(s.em, 3), "f1": round(s.f1, 3)}
-    if s.hw7_accuracy is not None:
-        out["hw7_accuracy"] = round(s.hw7_accuracy, 5)
-    return out
-
-
-def report_text(report: dict, out: Path) -> str:
-    """The human summary of a demo report."""
-    fid, ens = report["dev_oracle"], report["ensemble"]
-    lines = [f"dev oracle fidelity: EM {fid['em_any_reference']:.2f} over {fid['windows']} windows",
-             "trivial baselines (dev EM): " + ", ".join(f"{k} {v['em']:.2f}" for k, v in report["baselines"].items())]
-    lines += [f"{name:>10}: dev EM {m['dev']['em']:6.2f}  F1 {m['dev']['f1']:6.2f} | test HW7 accuracy "
-              f"{m['test']['hw7_accuracy']:.4f}" for name, m in report["members"].items()]
-    gain = report["ensemble_vs_best_member"]
-    lines += [f"{'ensemble':>10}: dev EM {ens['dev']['em']:6.2f}  F1 {ens['dev']['f1']:6.2f} | test HW7 accuracy "
-              f"{ens['test']['hw7_accuracy']:.4f}",
-              f"ensemble vs best member ({gain['best_member']}): dev EM {gain['dev_em_gain']:+.2f}, "
-              f"F1 {gain['dev_f1_gain']:+.2f}",
-              f"submission: {report['files']['submission.csv']}\nreport: {Path(out) / 'report.json'} "
-              f"({report['seconds']['total']} s)"]
-    return "\n".join(lines)

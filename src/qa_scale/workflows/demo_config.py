@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..common.settings import option
+from ..common.settings import check_fields, option
 from ..data.windows import WindowConfig
 
 
@@ -13,32 +13,60 @@ from ..data.windows import WindowConfig
 class DemoConfig:
     """Sizes of the embedded default, chosen so that the whole demo fits in ~15 min on 2 CPU cores."""
 
-    seed: int = option(0, "seed of the sample data")
-    ranks: int = option(2, "DeepSpeed CPU ranks per training run (1: plain processes, no launcher)")
-    train_paragraphs: int = option(1500, "sample-data training paragraphs")
-    dev_paragraphs: int = option(200, "sample-data dev paragraphs (member and ensemble scores)")
+    seed: int = option(0, "seed of the whole demo: sample data, backbones and readers (the same seed gives the same report)", ge=0)
+    ranks: int = option(2, "DeepSpeed CPU ranks per training run (1: plain processes, no launcher)", ge=1)
+    train_paragraphs: int = option(1500, "sample-data training paragraphs", ge=1)
+    dev_paragraphs: int = option(200, "sample-data dev paragraphs (member and ensemble scores)", ge=1)
     paragraph_chars: tuple[int, int] = option((120, 300), "MIN MAX characters per sample paragraph")
-    vocab_size: int = option(1000, "bound on the character vocabulary (the sample corpus has ~900 distinct characters)")
-    hidden_size: int = option(128, "backbone width")
-    layers: int = option(2, "backbone encoder layers")
-    heads: int = option(4, "backbone attention heads")
-    backbone_steps: int = option(1000, "masked-LM steps of the backbone")
+    vocab_size: int = option(1000, "bound on the character vocabulary (the sample corpus has ~900 distinct characters)", ge=1)
+    backbones: list[str] = field(default_factory=lambda: ["2x128:0", "3x96:1"], metadata={
+        "help": "masked-LM backbones as LAYERSxHIDDEN:SEED (named A, B, … in this order); different shapes and "
+                "seeds make members that disagree where an ensemble can help"})
+    heads: int = option(4, "attention heads of every backbone (must divide each hidden size)", ge=1)
+    backbone_steps: int = option(1000, "masked-LM steps of each backbone", ge=1)
     backbone_lr: float = option(1e-3, "masked-LM peak learning rate")
     backbone_seq_len: int = option(128, "tokens per masked-LM block")
-    member_steps: int = option(1200, "optimizer steps of each reader")
+    member_steps: int = option(1000, "optimizer steps of each reader", ge=1)
     member_lr: float = option(1e-3, "peak learning rate of the full fine-tunes")
-    lora_lr: float = option(3e-3, "peak learning rate of the LoRA reader")
-    lora_r: int = option(16, "LoRA rank of the LoRA reader")
-    batch_size: int = option(32, "windows per optimizer step")
+    lora_lr: float = option(3e-3, "peak learning rate of LoRA readers")
+    lora_r: int = option(16, "LoRA rank of LoRA readers", ge=1)
+    batch_size: int = option(32, "windows per optimizer step", ge=1)
     # Short windows: a small reader from a briefly pre-trained backbone learns far faster on
     # 64-token windows (one answer window per question) than on 256-token ones, at equal time.
-    max_seq_len: int = option(64, "reader window length in tokens")
+    max_seq_len: int = option(64, "reader window length in tokens", ge=1)
     doc_overlap: int = option(16, "tokens shared by consecutive windows")
-    max_question_len: int = option(32, "question tokens kept")
+    max_question_len: int = option(32, "question tokens kept", ge=1)
     strategy: Literal["random_answer", "all"] = option(
         "random_answer", "training windows: one answer window per question, or every window")
-    members: list[str] = field(default_factory=lambda: ["full:1", "full:2", "lora:1"], metadata={
-        "help": "readers as MODE:SEED"})
+    members: list[str] = field(default_factory=lambda: ["A:full:1", "A:full:2", "B:full:1", "B:full:2"], metadata={
+        "help": "readers as BACKBONE:MODE:SEED, e.g. A:full:1 or B:lora:3 (a LoRA member takes part only as far "
+                "as the weight search gives it weight)"})
+    search_fraction: float = option(0.5, "part of dev on which member weights (and the best member) are chosen; "
+                                         "the rest measures the ensemble against that member", gt=0, lt=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        letters = [chr(ord("A") + i) for i in range(len(self.backbones))]
+        for spec in self.backbones:
+            shape, _, seed = spec.partition(":")
+            layers, _, hidden = shape.partition("x")
+            if not (layers.isdigit() and hidden.isdigit() and seed.isdigit()) or int(hidden) % self.heads:
+                raise ValueError(f"backbone {spec!r}: expected LAYERSxHIDDEN:SEED with HIDDEN a multiple of "
+                                 f"heads ({self.heads}), e.g. 2x128:0")
+        for spec in self.members:
+            parts = spec.split(":")
+            if len(parts) != 3 or parts[0] not in letters or parts[1] not in ("full", "lora") or not parts[2].isdigit():
+                raise ValueError(f"member {spec!r}: expected BACKBONE:MODE:SEED with BACKBONE one of {letters}, "
+                                 "MODE full or lora, e.g. A:full:1")
+
+    def backbone_specs(self) -> dict[str, tuple[int, int, int]]:
+        """Backbone name → (layers, hidden size, seed)."""
+        out = {}
+        for i, spec in enumerate(self.backbones):
+            shape, _, seed = spec.partition(":")
+            layers, _, hidden = shape.partition("x")
+            out[chr(ord("A") + i)] = (int(layers), int(hidden), int(seed))
+        return out
 
     def windows(self) -> WindowConfig:
         return WindowConfig(max_seq_len=self.max_seq_len, max_question_len=self.max_question_len,
