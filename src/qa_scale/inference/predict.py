@@ -63,7 +63,8 @@ def resolve_settings(model_dir: str | os.PathLike, windows: dict, decoding: dict
         raise ValueError(f"{path}: cannot read its window/decode settings: {err}") from None
 
 
-def _tokenizer_spec(model_dir: Path, given: str | None, model_section: dict) -> str:
+def tokenizer_spec(model_dir: Path, given: str | None, model_section: dict) -> str:
+    """The tokenizer to load: the given one, the model directory's own, else the training config's."""
     if given:
         return given
     if any((model_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
@@ -192,7 +193,7 @@ def run(model_dir: str | os.PathLike, data_path: str | os.PathLike, out: str | o
         raise FileNotFoundError(f"model directory not found: {model_dir}")
     window_config, decode_config, model_section = resolve_settings(model_dir, windows or {}, decoding or {})
     ds = data.load(data_path, mode=mode, fmt=fmt)
-    tok_spec = _tokenizer_spec(model_dir, tokenizer, model_section)
+    tok_spec = tokenizer_spec(model_dir, tokenizer, model_section)
     tok = load_tokenizer(tok_spec)
     d = distributed.init(device)
     model = load_qa_model(str(model_dir))
