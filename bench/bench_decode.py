@@ -44,16 +44,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
-import json
-import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from record import emit, header
 
 from qa_scale.data import load
 from qa_scale.data.tokenization import load_tokenizer
@@ -236,11 +232,7 @@ def main() -> int:
         variants[variant] = {**timings, "checks": check(ws, examples, start, end, ours, ref_pred, ref_best, ref_nbest,
                                                         args.n_best, args.max_answer_len)}
     result = {
-        "benchmark": "decode",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
-                    "python": platform.python_version(), "numpy": np.__version__},
+        **header("decode", numpy=np.__version__),
         "data": {"file": Path(args.data).name, "examples": len(examples), "windows": len(ws),
                  "window_config": {"max_seq_len": 384, "max_question_len": 64, "doc_overlap": 128}},
         "settings": {"n_best_size": args.n_best, "max_answer_len": args.max_answer_len, "seed": args.seed,
@@ -251,12 +243,7 @@ def main() -> int:
         "passed": all(v["checks"]["passed"] for v in variants.values()),
         "nbest_speedup_ge_20": all(v["nbest"]["speedup"] >= 20 for v in variants.values()),
     }
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
-    return 0 if result["passed"] else 1
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

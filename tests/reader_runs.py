@@ -52,3 +52,20 @@ def make_readers(root: Path, seeds=(0, 1, 2)) -> dict:
     assert main(["ensemble", *(str(m.parent / "dev_store") for m in models), "--out", str(root / "ens")]) == 0
     return {"root": root, "paths": paths, "models": models,
             "ensemble": json.loads((root / "ens" / "predictions.json").read_text(encoding="utf-8"))}
+
+
+def tiny_backbone(root: Path, train_paragraphs: int, dev_paragraphs: int) -> dict:
+    """Sample data, a character vocabulary, and a tiny masked-LM backbone saved like `qa-scale backbone`'s
+    (``root/backbone``, tokenizer included); returns the sample data's paths."""
+    from qa_scale.modeling.model import build_mlm_model, tiny_bert_config
+
+    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=train_paragraphs,
+                                                       dev_paragraphs=dev_paragraphs, test_paragraphs=1),
+                                root / "data")
+    tok = build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
+    config = tiny_bert_config(max(tok.get_vocab().values()) + 1, hidden_size=32, num_hidden_layers=2,
+                              num_attention_heads=2, intermediate_size=64, hidden_dropout_prob=0.0,
+                              attention_probs_dropout_prob=0.0)
+    build_mlm_model(config, seed=3).save_pretrained(root / "backbone")
+    tok.save_pretrained(root / "backbone")
+    return paths

@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 from cli_runs import qa_scale
+from reader_runs import tiny_backbone
 
-from qa_scale import data, synthetic
+from qa_scale import data
 from qa_scale.serving.answering import Query, answer
 from qa_scale.serving.readers import load_panel
 
@@ -17,17 +18,8 @@ from qa_scale.serving.readers import load_panel
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     """A tiny backbone and a LoRA reader trained on it for a few steps by `qa-scale train` (one process)."""
-    from qa_scale.data.tokenization import build_char_vocab
-    from qa_scale.modeling.model import build_mlm_model, tiny_bert_config
-
     root = tmp_path_factory.mktemp("adapter")
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=6, dev_paragraphs=3, test_paragraphs=1),
-                                root / "data")
-    tok = build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
-    config = tiny_bert_config(max(tok.get_vocab().values()) + 1, hidden_size=32, num_hidden_layers=2,
-                              num_attention_heads=2, intermediate_size=64)
-    build_mlm_model(config, seed=3).save_pretrained(root / "backbone")
-    tok.save_pretrained(root / "backbone")
+    paths = tiny_backbone(root, train_paragraphs=6, dev_paragraphs=3)
     values = {"mode": "lora", "model.name_or_path": root / "backbone", "lora.r": 4, "lora.dropout": 0.0,
               "data.train_file": paths["squad_train"], "data.dev_file": "null", "data.windows.max_seq_len": 64,
               "data.windows.max_question_len": 24, "data.windows.doc_overlap": 16, "optim.lr": 5e-3,

@@ -174,3 +174,16 @@ def test_bad_context_and_flags_are_named(work, tmp_path, capsys):
         assert main(["answer", model, *flags]) == 2, flags
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (flags, err)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_fp32_answers_as_on_the_cpu_and_bf16_fp16_run(work):
+    queries = [Query(ex.context, ex.question) for ex in work["sample"]]
+    cpu = answer(load_panel(work["models"], device="cpu"), queries)
+    gpu = answer(load_panel(work["models"], device="cuda"), queries)
+    assert [a["answer"] for a in gpu] == [a["answer"] for a in cpu]
+    for compute in ("bf16", "fp16"):
+        half = answer(load_panel(work["models"], device="cuda", compute=compute), queries)
+        for q, a in zip(queries, half):
+            assert a["answer"] == "" or q.context[a["start"]:a["end"]] == a["answer"]

@@ -171,7 +171,7 @@ def test_batcher_gathers_splits_back_and_isolates_failures():
     assert out == [["answer to a", "answer to b"], ["answer to c"], ["answer to d", "answer to e", "answer to f"]]
     assert seen == [["a", "b", "c", "d", "e", "f"]] and batcher.calls == 1
     seen.clear()
-    out, batcher = run_batcher(BatchSettings(max_batch_wait_ms=0), requests, answer_all)
+    out, batcher = run_batcher(BatchSettings(batching=False), requests, answer_all)
     assert len(seen) == 3 and out[2] == ["answer to d", "answer to e", "answer to f"]  # unbatched: one call each
     seen.clear()
     out, _ = run_batcher(BatchSettings(max_batch_wait_ms=200), [["a"], ["bad"], ["c"]], answer_all)
@@ -179,6 +179,9 @@ def test_batcher_gathers_splits_back_and_isolates_failures():
     seen.clear()
     out, _ = run_batcher(BatchSettings(max_batch_wait_ms=200, max_batch_questions=3), requests, answer_all)
     assert seen == [["a", "b", "c"], ["d", "e", "f"]]  # a request that does not fit starts the next call
+    seen.clear()
+    out, _ = run_batcher(BatchSettings(max_batch_wait_ms=0), requests, answer_all)
+    assert seen == [["a", "b", "c", "d", "e", "f"]]  # no timer: what was already waiting is still gathered
 
 
 def test_limits_and_batch_settings_are_checked():

@@ -83,8 +83,6 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     add_arguments(p, Limits, "limits of one request")
     add_arguments(p, BatchSettings, "batching of concurrent requests")
-    p.add_argument("--no-batching", dest="max_batch_wait_ms", action="store_const", const=0.0,
-                   default=argparse.SUPPRESS, help="one forward pass per request (same as --max-batch-wait-ms 0)")
 
 
 @command("serve", _serve_arguments,

@@ -1,10 +1,11 @@
 """Concurrent requests → shared forward passes: an asyncio micro-batcher.
 
-Requests wait in a queue; one worker takes the first, then keeps gathering requests for up to
-``max_wait_ms`` (or until ``max_questions`` questions are gathered) and answers all of them in
-one call of the answering function, in a thread of its own so that the event loop keeps
-accepting connections. A request's questions are never split across calls. With
-``max_wait_ms = 0`` nothing is gathered: every request is its own call (the unbatched baseline).
+Requests wait in a queue; one worker takes the first, every request already waiting behind it
+(they pile up while the previous call computes), then whatever arrives within
+``max_batch_wait_ms``, up to ``max_batch_questions`` questions, and answers all of them in one
+call of the answering function, in a thread of its own so that the event loop keeps accepting
+connections. A request's questions are never split across calls. With ``batching`` off every
+request is its own call (the unbatched baseline).
 
 When a gathered call fails, its requests are retried one by one, so that one request that
 cannot be answered does not fail the others; its own error goes back to it alone.
@@ -28,8 +29,10 @@ log = logging.getLogger(__name__)
 class BatchSettings:
     """How concurrent requests are gathered into one forward pass."""
 
-    max_batch_wait_ms: float = option(5.0, "how long the first waiting request waits for others to join its "
-                                            "forward pass; 0: no batching, one forward pass per request")
+    batching: bool = option(True, "gather concurrent requests into shared forward passes (--no-batching: one "
+                                  "forward pass per request)")
+    max_batch_wait_ms: float = option(2.0, "after taking the requests already waiting, how long to wait for more "
+                                           "to join the forward pass (0: do not wait)")
     max_batch_questions: int = option(64, "questions gathered into one forward pass at most")
 
     def __post_init__(self) -> None:
@@ -78,11 +81,23 @@ class MicroBatcher:
         await self._queue.put(_Pending(items, future))
         return await future
 
+    def _fits(self, nxt: _Pending, count: int) -> bool:
+        if count + len(nxt.items) > self.settings.max_batch_questions:
+            self._held = nxt  # too big to join: it starts the next batch
+            return False
+        return True
+
     async def _gather(self, first: _Pending) -> list[_Pending]:
         batch, count = [first], len(first.items)
-        wait = self.settings.max_batch_wait_ms / 1000
-        deadline = time.perf_counter() + wait
-        while wait > 0 and count < self.settings.max_batch_questions:
+        if not self.settings.batching:
+            return batch
+        while not self._queue.empty() and self._held is None:  # waiting already: no timer needed
+            nxt = self._queue.get_nowait()
+            if self._fits(nxt, count):
+                batch.append(nxt)
+                count += len(nxt.items)
+        deadline = time.perf_counter() + self.settings.max_batch_wait_ms / 1000
+        while self._held is None and count < self.settings.max_batch_questions:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
@@ -90,11 +105,9 @@ class MicroBatcher:
                 nxt = await asyncio.wait_for(self._queue.get(), remaining)
             except asyncio.TimeoutError:
                 break
-            if count + len(nxt.items) > self.settings.max_batch_questions:
-                self._held = nxt  # too big to join: it starts the next batch
-                break
-            batch.append(nxt)
-            count += len(nxt.items)
+            if self._fits(nxt, count):
+                batch.append(nxt)
+                count += len(nxt.items)
         return batch
 
     async def _run(self) -> None:
