@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from cli_runs import qa_scale
+from reader_runs import tiny_backbone
 
-from qa_scale import synthetic
 from qa_scale.modeling.lora import LoraSection, apply_lora, parameter_counts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,18 +22,8 @@ LOSS_RTOL = 1e-4  # as for full fine-tuning: fp32, same global batches, only the
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """Sample data, a character vocabulary, and a tiny masked-LM backbone saved like `qa-scale backbone`'s."""
-    from qa_scale.data.tokenization import build_char_vocab
-    from qa_scale.modeling.model import build_mlm_model, tiny_bert_config
-
     root = tmp_path_factory.mktemp("lora")
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=12, dev_paragraphs=3, test_paragraphs=1),
-                                  root / "data")
-    tok = build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
-    config = tiny_bert_config(max(tok.get_vocab().values()) + 1, hidden_size=32, num_hidden_layers=2,
-                              num_attention_heads=2, intermediate_size=64, hidden_dropout_prob=0.0,
-                              attention_probs_dropout_prob=0.0)
-    build_mlm_model(config, seed=3).save_pretrained(root / "backbone")
-    tok.save_pretrained(root / "backbone")
+    tiny_backbone(root, train_paragraphs=12, dev_paragraphs=3)
     return root
 
 

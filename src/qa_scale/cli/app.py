@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from . import data, inference, training, workflows  # noqa: F401 - each module registers its commands
+from . import data, inference, serving, training, workflows  # noqa: F401 - each module registers its commands
 from .common import COMMANDS
 
 

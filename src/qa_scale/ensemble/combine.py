@@ -65,6 +65,17 @@ def normalise(weights: Sequence[float] | None, n: int) -> np.ndarray:
     return w / w.sum()
 
 
+def add_member(acc: np.ndarray, block: np.ndarray, weight: np.float32, rule: rules.CombineRule) -> None:
+    """``acc += weight × rule(block)`` in float32, in place (``block``, float32, may be overwritten).
+
+    The one step of every weighted mean: streamed stores (:func:`mean_logits`) and logits held in
+    memory (:func:`combine_arrays`, the service) both add their members with it.
+    """
+    t = rule.transform(block)
+    t *= weight
+    acc += t
+
+
 def _accumulate(acc: np.ndarray, tmp: np.ndarray, store: Store, name: str, weight: np.float32,
                 rule: rules.CombineRule, chunk_rows: int, member: int) -> None:
     """``acc += weight × rule(member)`` block by block (the member's read buffer is freed on return).
@@ -77,9 +88,7 @@ def _accumulate(acc: np.ndarray, tmp: np.ndarray, store: Store, name: str, weigh
         bad += len(nonfinite_windows(block, lengths[rows]))
         t = tmp[: len(block)]
         np.copyto(t, block)  # fp16 → fp32 without a new array
-        t = rule.transform(t)
-        t *= weight
-        acc[rows] += t
+        add_member(acc[rows], t, weight, rule)
     if bad:
         raise EnsembleError(f"{store.path} (member {member + 1}): non-finite {name} (NaN or inf) on {bad} of "
                             f"{store.shape[0]} windows; predict that member again")
@@ -109,6 +118,26 @@ def mean_logits(stores: Sequence[Store], weights: Sequence[float] | None = None,
         for k, (store, wk) in enumerate(zip(stores, w)):
             if wk > 0:  # 0 × −inf padding would be NaN; a zero weight means "not a member"
                 _accumulate(acc, tmp, store, name, np.float32(wk), combine, chunk_rows, k)
+        out.append(acc)
+    return out[0], out[1]
+
+
+def combine_arrays(members: Sequence[tuple[np.ndarray, np.ndarray]], weights: Sequence[float] | None = None,
+                   rule: str = rules.DEFAULT) -> tuple[np.ndarray, np.ndarray]:
+    """The weighted mean of members' (start, end) logits held in memory, by the rule of :func:`mean_logits`.
+
+    Every member's arrays must be ``[W, L]`` over the same windows; the arithmetic is
+    :func:`mean_logits`'s, member after member in the given order, so the same logits give
+    the same mean to the last bit whether they come from stores or from models.
+    """
+    combine = rules.get(rule)
+    w = normalise(weights, len(members))
+    out = []
+    for n in range(2):
+        acc = np.zeros(members[0][n].shape, np.float32)
+        for member, wk in zip(members, w):
+            if wk > 0:
+                add_member(acc, np.array(member[n], np.float32), np.float32(wk), combine)
         out.append(acc)
     return out[0], out[1]
 

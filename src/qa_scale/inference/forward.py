@@ -63,4 +63,9 @@ def predict_logits(model: Callable, ws: WindowSet, batch_size: int = 32, d: Dist
     for idx, s, e in host:
         start[idx, : s.shape[1]] = s
         end[idx, : e.shape[1]] = e
+    # Padding inside a batch's width gets logits too, and they depend on which windows shared the
+    # batch: −inf there, so that a window's row (and its log-softmax) is the same however it was batched.
+    padding = np.arange(L)[None, :] >= ws.lengths[:, None]
+    start[padding] = -np.inf
+    end[padding] = -np.inf
     return start, end

@@ -64,7 +64,8 @@ def resolve_settings(model_dir: str | os.PathLike, windows: dict, decoding: dict
         raise ValueError(f"{path}: cannot read its window/decode settings: {err}") from None
 
 
-def _tokenizer_spec(model_dir: Path, given: str | None, model_section: dict) -> str:
+def tokenizer_spec(model_dir: Path, given: str | None, model_section: dict) -> str:
+    """The tokenizer to load: the given one, the model directory's own, else the training config's."""
     if given:
         return given
     if any((model_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
@@ -201,7 +202,7 @@ def run(model_dir: str | os.PathLike, data_path: str | os.PathLike, out: str | o
     check_replaceable(out, "store.json")  # before any work: an unrelated folder is never replaced
     window_config, decode_config, model_section = resolve_settings(model_dir, windows or {}, decoding or {})
     ds = data.load(data_path, mode=mode, fmt=fmt).require_examples()
-    tok_spec = _tokenizer_spec(model_dir, tokenizer, model_section)
+    tok_spec = tokenizer_spec(model_dir, tokenizer, model_section)
     tok = load_tokenizer(tok_spec)
     d = distributed.init(device)
     model = load_qa_model(str(model_dir))

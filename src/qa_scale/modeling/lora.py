@@ -115,10 +115,17 @@ def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
 
 
 def load_adapter_model(base: torch.nn.Module, adapter_dir: str | os.PathLike) -> PeftModel:
-    """A base reader with an exported adapter applied (unmerged), for checks and further training."""
-    from peft import PeftModel
+    """A base reader with an exported adapter applied (unmerged), for checks and further training.
 
-    return PeftModel.from_pretrained(base, str(adapter_dir))
+    Adapters are saved with task type QUESTION_ANS (so that peft's AutoPeftModelForQuestionAnswering
+    loads them), which would make ``PeftModel.from_pretrained`` build the QA wrapper that drops
+    token_type_ids; the task type is cleared here, so it is the plain PeftModel, as in training.
+    """
+    from peft import PeftConfig, PeftModel
+
+    config = PeftConfig.from_pretrained(str(adapter_dir))
+    config.task_type = None
+    return PeftModel.from_pretrained(base, str(adapter_dir), config=config)
 
 
 def shape_counts(config, section: LoraSection) -> dict:

@@ -189,7 +189,8 @@ def export_lora_checkpoint(checkpoint_dir: str | os.PathLike, tag: str | None, b
         base_config: the backbone's architecture.
         section: the LoRA settings the run trained with.
         model_dir: where the merged ``…ForQuestionAnswering`` goes (what ``predict`` reads).
-        adapter_dir: where the peft adapter goes (``PeftModel.from_pretrained(base, adapter_dir)``).
+        adapter_dir: where the peft adapter goes (``PeftModel.from_pretrained(base, adapter_dir)``, or
+            ``AutoPeftModelForQuestionAnswering.from_pretrained(adapter_dir)``: its task type is QUESTION_ANS).
         tokenizer: saved with the merged model.
         base_class: the backbone's model class (default ``AutoModelForQuestionAnswering``).
         base_name: recorded in the adapter's config as its base model.
@@ -213,6 +214,9 @@ def export_lora_checkpoint(checkpoint_dir: str | os.PathLike, tag: str | None, b
     model.load_state_dict(state, strict=True)
     if base_name:
         model.peft_config["default"].base_model_name_or_path = base_name
+    # Saved as a QUESTION_ANS adapter so that peft's AutoPeftModelForQuestionAnswering loads it; the
+    # training model stays the plain PeftModel (the QA wrapper drops token_type_ids: modeling/lora.py).
+    model.peft_config["default"].task_type = "QUESTION_ANS"
     with staged_dir(Path(adapter_dir), marker="adapter_config.json") as tmp:
         model.save_pretrained(tmp)
         if not any(tmp.glob("adapter_model.safetensors")):

@@ -1,0 +1,32 @@
+"""What every benchmark result records beside its figures, and how it is written."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+
+def header(benchmark: str, **versions: str) -> dict:
+    """The benchmark's name, the date (UTC), the exact command and the machine (with ``versions``)."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
+                    "python": platform.python_version(), **versions},
+    }
+
+
+def emit(result: dict, out: str | None) -> int:
+    """Print the result as JSON, write it to ``out`` too; the exit status (1 unless ``passed``)."""
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n", encoding="utf-8")
+    return 0 if result["passed"] else 1

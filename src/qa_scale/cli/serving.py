@@ -1,0 +1,99 @@
+"""Commands that ask trained readers questions: ``answer`` (command line) and ``serve`` (HTTP + page)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..common.settings import add_arguments, from_arguments, given
+from .common import command
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
+    return int(text)
+
+
+def _reader_arguments(p: argparse.ArgumentParser) -> None:
+    """The readers, how they are combined, and where they run."""
+    from ..data.windows import WindowConfig
+    from ..ensemble import rules
+    from ..evaluation.decode import DecodeConfig
+
+    p.add_argument("models", nargs="*", type=Path, metavar="MODEL",
+                   help="model directories (runs/x/model), LoRA adapter directories (runs/x/adapter), or one "
+                        "ensemble recipe (ensemble/*.yaml); several: their logits are averaged over identical windows")
+    p.add_argument("--recipe", type=Path, help="ensemble recipe: its members' model directories and weights")
+    p.add_argument("--weights", help="comma-separated weights, one per MODEL (default: uniform, or the recipe's)")
+    p.add_argument("--combine", choices=list(rules.RULES), help="combination rule (default: the recipe's, else "
+                                                                 f"{rules.DEFAULT})")
+    p.add_argument("--tokenizer", help="tokenizer for every model (default: each model's own or its training config's)")
+    add_arguments(p, WindowConfig, "window settings (default: the models' training config)")
+    add_arguments(p, DecodeConfig, "decoding (default: the first model's training config)")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
+                   help="auto: CUDA when torch has it (an error when GPUs are visible but unusable); cpu on purpose")
+    p.add_argument("--compute", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="dtype of the forward pass; bf16/fp16 for GPUs (default: fp32)")
+    p.add_argument("--batch-size", type=_positive, default=32, help="windows per forward pass (default: 32)")
+
+
+def _panel(args: argparse.Namespace):
+    from ..data.windows import WindowConfig
+    from ..evaluation.decode import DecodeConfig
+    from ..serving.readers import load_panel
+
+    return load_panel(args.models, args.recipe, weights=args.weights, combine=args.combine, tokenizer=args.tokenizer,
+                      windows=given(args, WindowConfig), decoding=given(args, DecodeConfig), device=args.device,
+                      compute=args.compute, batch_size=args.batch_size)
+
+
+def _answer_arguments(p: argparse.ArgumentParser) -> None:
+    _reader_arguments(p)
+    p.add_argument("--context", help="the paragraph")
+    p.add_argument("--context-file", type=Path, help="a UTF-8 file holding the paragraph")
+    p.add_argument("--question", action="append", default=[], help="a question (repeatable); none: read one "
+                                                                   "question a line from stdin")
+    p.add_argument("--input", type=Path, help='JSONL file, one {"context": ..., "question": ...} a line ("id" kept)')
+    p.add_argument("--output", type=Path, help="with --input: write the JSONL answers here (default: stdout)")
+    p.add_argument("--nbest", action="store_true", help="also give each answer's n-best list")
+    p.add_argument("--json", action="store_true", help="print JSON (one object; a JSON line per answer when "
+                                                       "interactive)")
+
+
+@command("answer", _answer_arguments,
+         help="ask one or several trained readers (or an ensemble recipe) questions about any paragraph",
+         description="Windows, logits, ensemble mean and decoder of `predict`/`ensemble`: the answer, its character "
+                     "span, score and probability (n-best with --nbest). Questions from --question, a JSONL file "
+                     "(--input), or stdin one a line.")
+def answer(args: argparse.Namespace) -> int:
+    from ..serving import ask
+
+    context = ask.read_context(args.context, args.context_file)
+    return ask.run(_panel(args), context=context, questions=args.question, input_path=args.input,
+                   output=args.output, nbest=args.nbest, as_json=args.json)
+
+
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    from ..serving.limits import Limits
+    from ..serving.batcher import BatchSettings
+
+    _reader_arguments(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    add_arguments(p, Limits, "limits of one request")
+    add_arguments(p, BatchSettings, "batching of concurrent requests")
+
+
+@command("serve", _serve_arguments,
+         help="an HTTP service and web page answering questions with trained readers (FastAPI + uvicorn)",
+         description="POST /answer {context, questions[, nbest]} → answers with spans, scores, probabilities and n-best; "
+                     "GET /health; GET /info (readers and settings); GET / a page to paste a paragraph and ask. Models "
+                     "are loaded once; concurrent requests share forward passes.")
+def serve(args: argparse.Namespace) -> int:
+    from ..serving.app import serve as run
+    from ..serving.limits import Limits
+    from ..serving.batcher import BatchSettings
+
+    run(_panel(args), args.host, args.port, from_arguments(Limits, args), from_arguments(BatchSettings, args))
+    return 0

@@ -1,0 +1,71 @@
+"""Tiny readers saved the way `qa-scale train` exports them, with their dev stores and ensemble: what
+`qa-scale answer` / `serve` tests ask (`make_readers` builds them once per test module)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from qa_scale import synthetic
+from qa_scale.cli import main
+from qa_scale.data.tokenization import build_char_vocab
+from qa_scale.modeling.model import load_qa_model
+from qa_scale.training.recipe import dump_recipe, load_recipe
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+WINDOWS = ["data.windows.max_seq_len=64", "data.windows.max_question_len=24", "data.windows.doc_overlap=16",
+           "decode.max_answer_len=20"]
+GROUP_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def save_reader(run: Path, tok_dir: Path, seed: int, windows: list[str] = WINDOWS) -> Path:
+    """``run/model`` (weights + tokenizer) and ``run/config.yaml``, as a training run leaves them."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    model = load_qa_model(None, tiny=TINY, vocab_size=max(tok.get_vocab().values()) + 1, seed=seed).eval()
+    model.save_pretrained(run / "model")
+    tok.save_pretrained(run / "model")
+    config = load_recipe(None, ["model.tiny={}", f"model.tokenizer={tok_dir}", *windows])
+    (run / "config.yaml").write_text(dump_recipe(config), encoding="utf-8")
+    return run / "model"
+
+
+def make_readers(root: Path, seeds=(0, 1, 2)) -> dict:
+    """Sample data, three tiny readers, their dev stores (`qa-scale predict`) and ensemble (`qa-scale ensemble`)."""
+    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=2, dev_paragraphs=8, test_paragraphs=2),
+                                root / "data")
+    build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
+    models = [save_reader(root / "runs" / f"m{s}", root / "tok", s) for s in seeds]
+    saved = {k: os.environ.get(k) for k in GROUP_VARIABLES}
+    try:  # predict joins a process group of one, whose variables must not leak into other tests
+        for m in models:
+            assert main(["predict", str(m), str(paths["squad_dev"]), "--out", str(m.parent / "dev_store"),
+                         "--batch-size", "16", "--device", "cpu"]) == 0
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert main(["ensemble", *(str(m.parent / "dev_store") for m in models), "--out", str(root / "ens")]) == 0
+    return {"root": root, "paths": paths, "models": models,
+            "ensemble": json.loads((root / "ens" / "predictions.json").read_text(encoding="utf-8"))}
+
+
+def tiny_backbone(root: Path, train_paragraphs: int, dev_paragraphs: int) -> dict:
+    """Sample data, a character vocabulary, and a tiny masked-LM backbone saved like `qa-scale backbone`'s
+    (``root/backbone``, tokenizer included); returns the sample data's paths."""
+    from qa_scale.modeling.model import build_mlm_model, tiny_bert_config
+
+    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=train_paragraphs,
+                                                       dev_paragraphs=dev_paragraphs, test_paragraphs=1),
+                                root / "data")
+    tok = build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
+    config = tiny_bert_config(max(tok.get_vocab().values()) + 1, hidden_size=32, num_hidden_layers=2,
+                              num_attention_heads=2, intermediate_size=64, hidden_dropout_prob=0.0,
+                              attention_probs_dropout_prob=0.0)
+    build_mlm_model(config, seed=3).save_pretrained(root / "backbone")
+    tok.save_pretrained(root / "backbone")
+    return paths

@@ -1,0 +1,103 @@
+"""The vectorised n-best lists equal, entry for entry and to the last bit, those of the loop they
+replaced (kept here as the reference: one Python dict per candidate, one softmax per list)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import CORPUS
+
+from qa_scale.data import Example
+from qa_scale.data.windows import WindowConfig, build_windows
+from qa_scale.evaluation.decode import DecodeConfig, decode
+
+
+def top_k(x: np.ndarray, k: int) -> np.ndarray:
+    if k >= x.shape[1]:
+        return np.broadcast_to(np.arange(x.shape[1]), x.shape).copy()
+    return np.argpartition(x, x.shape[1] - k, axis=1)[:, x.shape[1] - k:]
+
+
+def loop_nbest(ws, start, end, examples, config, decoded):
+    """The n-best construction before vectorisation (qa-scale 0.1.0), verbatim in substance."""
+    L = start.shape[1]
+    offsets, in_ctx = ws.offsets[:, :L], ws.context_mask[:, :L]
+    s, e = np.where(in_ctx, start, -np.inf), np.where(in_ctx, end, -np.inf)
+    W = s.shape[0]
+    k = min(config.n_best_size, L)
+    top_s, top_e = top_k(s, k), top_k(e, k)
+    S, E = top_s[:, :, None], top_e[:, None, :]
+    score = np.take_along_axis(s, top_s, 1)[:, :, None] + np.take_along_axis(e, top_e, 1)[:, None, :]
+    ok = (E >= S) & (E - S < config.max_answer_len)
+    score = np.where(ok, score, -np.inf).reshape(W, k * k)
+    m = min(config.n_best_size, k * k)
+    pick = top_k(score, m)
+    cand_score = np.take_along_axis(score, pick, 1).ravel()
+    cand_w = np.repeat(np.arange(W), m)
+    cand_s = np.take_along_axis(np.broadcast_to(S, (W, k, k)).reshape(W, -1), pick, 1).ravel()
+    cand_e = np.take_along_axis(np.broadcast_to(E, (W, k, k)).reshape(W, -1), pick, 1).ravel()
+    keep = np.isfinite(cand_score)
+    cand_score, cand_w, cand_s, cand_e = cand_score[keep], cand_w[keep], cand_s[keep], cand_e[keep]
+    cand_ex = ws.example_index[cand_w]
+    char_s, char_e = offsets[cand_w, cand_s, 0], offsets[cand_w, cand_e, 1]
+    order = np.lexsort((-cand_score, char_e, char_s, cand_ex))
+    key = np.stack([cand_ex[order], char_s[order], char_e[order]], 1)
+    order = order[np.r_[True, np.any(key[1:] != key[:-1], axis=1)]]
+    order = order[np.lexsort((-cand_score[order], cand_ex[order]))]
+    ex_sorted = cand_ex[order]
+    rank = np.arange(len(order)) - np.searchsorted(ex_sorted, ex_sorted, side="left")
+    order = order[rank < config.n_best_size]
+    lists = {ex.id: [] for ex in examples}
+    for n, a, b, sc, w in zip(cand_ex[order].tolist(), char_s[order].tolist(), char_e[order].tolist(),
+                              cand_score[order].tolist(), cand_w[order].tolist()):
+        lists[examples[n].id].append({"text": examples[n].context[a:b], "start": a, "score": sc, "window": w})
+    for n, ex in enumerate(examples):
+        cands, best = lists[ex.id], decoded.best_span[n]
+        if best[0] >= 0 and (not cands or cands[0]["score"] < decoded.best_score[n] - 1e-6):
+            cands.insert(0, {"text": ex.context[best[0]:best[1]], "start": int(best[0]),
+                             "score": float(decoded.best_score[n]), "window": -1})
+            del cands[config.n_best_size:]
+        if cands:
+            scores = np.array([c["score"] for c in cands], np.float64)
+            probs = np.exp(scores - scores.max())
+            for c, p in zip(cands, (probs / probs.sum()).tolist()):
+                c["probability"] = p
+    return lists
+
+
+@pytest.mark.parametrize("seed,n_best,max_len,outside", [
+    (0, 20, 30, 0.0), (1, 5, 4, 0.0), (2, 1, 30, 0.0), (3, 7, 2, 4.0), (4, 64, 10, 0.0), (5, 3, 30, 4.0)])
+def test_vectorised_lists_equal_the_loop(char_tokenizer, seed, n_best, max_len, outside):
+    rng = np.random.default_rng(seed)
+    exs = [Example(f"e{i}", "问题？" * (1 + i % 3), "".join(rng.permutation(CORPUS)[: 2 + i % 3])) for i in range(12)]
+    ws = build_windows(exs, char_tokenizer, WindowConfig(max_seq_len=40, max_question_len=8, doc_overlap=10),
+                       labels=False)
+    start, end = rng.normal(size=(2, *ws.input_ids.shape)).astype(np.float32)
+    start[ws.offsets[:, :, 0] < 0] += outside  # attractive non-context tokens: the grid misses the exact best
+    config = DecodeConfig(n_best_size=n_best, max_answer_len=max_len)
+    out = decode(ws, start, end, exs, config, nbest=True)
+    want = loop_nbest(ws, start, end, exs, config, out)
+    assert out.nbest == want  # texts, starts, scores, windows and probabilities, to the last bit
+    assert all(len(v) == min(n_best, len(v)) for v in out.nbest.values())
+
+
+def test_lists_where_the_exact_search_leads(char_tokenizer):
+    """A window whose top-1 start and end are too far apart: the grid of 1 × 1 has no valid pair.
+
+    (The loop above failed here: with no grid candidate at all its de-duplication indexed an
+    empty array with a one-element mask.)
+    """
+    ex = Example("a", "问题？", CORPUS[1])
+    ws = build_windows([ex], char_tokenizer, WindowConfig(max_seq_len=64, max_question_len=8, doc_overlap=8),
+                       labels=False)
+    start = np.zeros(ws.input_ids.shape, np.float32)
+    end = np.zeros(ws.input_ids.shape, np.float32)
+    ctx = np.flatnonzero(ws.offsets[0, :, 0] >= 0)
+    start[0, ctx[0]], end[0, ctx[-1]] = 9, 9  # best start and best end: further apart than max_answer_len
+    start[0, ctx[3]], end[0, ctx[4]] = 3, 3
+    out = decode(ws, start, end, [ex], DecodeConfig(n_best_size=1, max_answer_len=5), nbest=True)
+    assert out.nbest["a"] == [{"text": out.predictions["a"], "start": int(out.best_span[0, 0]),
+                               "score": float(out.best_score[0]), "window": -1, "probability": 1.0}]
+    assert out.best_span[0, 0] == ws.offsets[0, ctx[0], 0] and out.best_score[0] == 12  # start 9 + end 3 in reach
+    with pytest.raises(IndexError):
+        loop_nbest(ws, start, end, [ex], DecodeConfig(n_best_size=1, max_answer_len=5), out)
