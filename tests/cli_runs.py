@@ -1,7 +1,9 @@
-"""Running `qa-scale` as a child process, plainly or under `deepspeed --num_gpus N` (CPU ranks, gloo)."""
+"""Running `qa-scale` (or the test training script) as a child process, plainly or under
+`deepspeed --num_gpus N` (CPU ranks, gloo)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +13,7 @@ from pathlib import Path
 from qa_scale.runtime.processes import child_env
 
 BIN = Path(sys.executable).parent
+TRAIN_SCRIPT = Path(__file__).with_name("train_script.py")
 
 
 def clean_env(extra: dict | None = None) -> dict:
@@ -25,17 +28,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def qa_scale(args: list, ranks: int | None, cwd: Path, env: dict | None = None, check: bool = True,
-             timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `qa-scale ARGS` plainly (ranks=None) or under `deepspeed --num_gpus ranks`."""
+def launch(program: Path, args: list, ranks: int | None, cwd: Path, env: dict | None = None, check: bool = True,
+           timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `program ARGS` plainly (ranks=None) or under `deepspeed --num_gpus ranks`.
+
+    A rank that dies makes the launcher end the others; ``timeout`` bounds a run that hangs anyway.
+    """
     args = [str(a) for a in args]
+    plain = [sys.executable, str(program)] if program.suffix == ".py" else [str(program)]
     for _ in range(2):  # a port taken between choosing and binding it is the one retried failure
-        cmd = [str(BIN / "qa-scale"), *args] if ranks is None else \
-            [str(BIN / "deepspeed"), "--num_gpus", str(ranks), "--master_port", str(free_port()),
-             str(BIN / "qa-scale"), *args]
+        cmd = [*plain, *args] if ranks is None else \
+            [str(BIN / "deepspeed"), "--num_gpus", str(ranks), "--master_port", str(free_port()), str(program), *args]
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=clean_env(env))
         if "address already in use" not in proc.stderr.lower():
             break
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def qa_scale(args: list, ranks: int | None, cwd: Path, env: dict | None = None, check: bool = True,
+             timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `qa-scale ARGS` plainly (ranks=None) or under `deepspeed --num_gpus ranks`."""
+    return launch(BIN / "qa-scale", args, ranks, cwd, env, check, timeout)
+
+
+def train_script(hooks: dict, overrides: list, ranks: int | None, cwd: Path, env: dict | None = None,
+                 check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Train through `train_script.py` (a loss hook, the engine's dev logits; see there)."""
+    return launch(TRAIN_SCRIPT, [json.dumps(hooks), *overrides], ranks, cwd, env, check, timeout)

@@ -29,6 +29,18 @@ def require_shared(path: Path) -> Path:
     pytest.skip(reason)
 
 
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` tests are skipped, saying why, where torch sees no CUDA device."""
+    import torch
+
+    if torch.cuda.device_count() > 0:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.device_count() == 0)")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """Path of the shared data folder (skips or fails when it is absent)."""

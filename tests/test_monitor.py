@@ -6,8 +6,11 @@ import logging
 import math
 import sys
 
+import matplotlib.image
 import pytest
 import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from qa_scale.common.progress import progress
 from qa_scale.training import flops, monitor
@@ -78,7 +81,6 @@ def test_disabled_monitor_writes_nothing(tmp_path):
 
 
 def test_loss_curve_png_is_valid(tmp_path):
-    matplotlib_image = pytest.importorskip("matplotlib.image")
     with Monitor(tmp_path, tensorboard=False) as mon:
         for step in range(1, 201):
             mon.log(step, {"loss": 3.0 / math.sqrt(step) + 0.2 * math.sin(step)})
@@ -86,14 +88,10 @@ def test_loss_curve_png_is_valid(tmp_path):
                 mon.log(step, {"loss": 1.0, "em": 40 + step / 10, "f1": 55 + step / 10}, prefix="dev")
     png = tmp_path / "loss_curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    pixels = matplotlib_image.imread(png)
+    pixels = matplotlib.image.imread(png)
     assert pixels.shape == (840, 960, 4)  # 8 x 7 inches at 120 dpi: two stacked panels
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss_curve.png", "metrics.csv", "metrics.jsonl"]
-    try:
-        from PIL import Image
-    except ImportError:
-        return
-    with Image.open(png) as img:
+    with Image.open(png) as img:  # Pillow: a dependency of matplotlib
         img.verify()
 
 
@@ -107,9 +105,6 @@ def test_plot_loss_curve_alone(tmp_path):
 
 
 def test_tensorboard_scalars_read_back(tmp_path):
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     with Monitor(tmp_path) as mon:
         _log_run(mon)
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

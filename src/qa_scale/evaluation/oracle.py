@@ -2,12 +2,15 @@
 
 Gold spans become one-hot start/end logits on every window that wholly contains them; the
 shared decoder picks the answers back and the metrics score them. Anything below 100% is
-lost to token boundaries or to windowing, never to the model: the ceiling of the settings.
+lost to token boundaries, to windowing or to the decoder's answer-length limit, never to the
+model: the ceiling of the settings. The decoder runs twice: with the ``max_answer_len`` of real
+use (the report's main figures) and without a length limit (``windowing_only``), so that what
+the limit costs is reported apart from what windowing costs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -20,11 +23,9 @@ from .decode import DecodeConfig, decode
 
 
 @dataclass
-class OracleReport:
-    """Oracle scores of one data set under one tokenizer and window setting."""
+class OracleScores:
+    """Oracle percentages under one decoder setting."""
 
-    examples: int
-    windows: int
     em_any_reference: float
     """Percent of examples whose oracle answer, from some located reference, is an exact match."""
     em_first_reference: float
@@ -32,14 +33,53 @@ class OracleReport:
     exact_text_any_reference: float
     """Percent whose oracle text equals a reference character for character (HW7 accuracy)."""
     f1_any_reference: float
+
+
+@dataclass
+class OracleReport:
+    """Oracle scores of one data set under one tokenizer, window setting and answer-length limit."""
+
+    examples: int
+    windows: int
+    max_answer_len: int
+    """The decoder's limit (tokens) that the main scores below are measured with."""
+    em_any_reference: float
+    em_first_reference: float
+    exact_text_any_reference: float
+    f1_any_reference: float
+    windowing_only: OracleScores
+    """The same scores decoded without a length limit: what tokenization and windowing alone lose."""
     answers_longer_than_max_answer_len: int
+    """First references longer than ``max_answer_len`` tokens."""
+    lost_to_max_answer_len: int
+    """Examples that are an exact match without the limit and not with it."""
     unreachable: list[dict] = field(default_factory=list)
 
     def to_dict(self, max_listed: int = 50) -> dict:
-        out = {k: v for k, v in vars(self).items() if k != "unreachable"}
+        out = {k: v for k, v in vars(self).items() if k not in ("unreachable", "windowing_only")}
+        out["windowing_only"] = asdict(self.windowing_only)
         out["unreachable_count"] = len(self.unreachable)
         out["unreachable"] = self.unreachable[:max_listed]
         return out
+
+
+class _Best:
+    """Per-example best EM / F1 / exact text over references, and EM of the first reference."""
+
+    def __init__(self, n: int):
+        self.em, self.f1, self.exact, self.first_em = (np.zeros(n) for _ in range(4))
+
+    def add(self, i: int, pred: str, refs: list[str], first: bool) -> None:
+        em = metrics.exact_match(pred, refs)
+        self.em[i] = max(self.em[i], em)
+        self.f1[i] = max(self.f1[i], metrics.f1(pred, refs))
+        self.exact[i] = max(self.exact[i], float(pred in refs))
+        if first:
+            self.first_em[i] = em
+
+    def scores(self) -> OracleScores:
+        return OracleScores(*(float(100.0 * a.mean()) if len(a) else 0.0
+                              for a in (self.em, self.first_em, self.exact, self.f1)))
 
 
 def _why_unreachable(ex: Example, tok_offsets: np.ndarray, width: int) -> str:
@@ -68,14 +108,15 @@ def oracle_fidelity(examples: Sequence[Example], tok: PreTrainedTokenizerBase, c
         config: window settings.
         references: reference texts to score against (default: the examples' answers); pass
             every reference of the file to score like the official evaluator.
-        max_answer_len: the decoder's limit in real use; gold answers longer than it are
-            counted, but the oracle decodes without that limit to measure windowing alone.
+        max_answer_len: the decoder's limit in real use (``decode.max_answer_len``); the main
+            scores use it, ``windowing_only`` decodes without it.
     """
     examples = [ex for ex in examples if ex.answers]
     references = references or {ex.id: [a.text for a in ex.answers] for ex in examples}
     n_refs = max(len(ex.answers) for ex in examples)
-    decoder = DecodeConfig(n_best_size=1, max_answer_len=config.max_seq_len)
-    best_em, best_f1, best_exact, first_em = (np.zeros(len(examples)) for _ in range(4))
+    decoders = {"limited": DecodeConfig(n_best_size=1, max_answer_len=max_answer_len),
+                "windowing": DecodeConfig(n_best_size=1, max_answer_len=config.max_seq_len)}  # no span is longer
+    best = {name: _Best(len(examples)) for name in decoders}
     n_windows = 0
     for r in range(n_refs):
         # The r-th reference goes first so that build_windows labels it.
@@ -90,16 +131,12 @@ def oracle_fidelity(examples: Sequence[Example], tok: PreTrainedTokenizerBase, c
         end[rows, ws.end_positions[hit]] = 1.0
         found = np.zeros(len(examples), bool)
         found[ws.example_index[hit]] = True
-        preds = decode(ws, start, end, rotated, decoder).predictions
-        for i, ex in enumerate(examples):
-            refs = references.get(ex.id) or [a.text for a in ex.answers]
-            pred = preds[ex.id] if found[i] else ""
-            em = metrics.exact_match(pred, refs)
-            best_em[i] = max(best_em[i], em)
-            best_f1[i] = max(best_f1[i], metrics.f1(pred, refs))
-            best_exact[i] = max(best_exact[i], float(pred in refs))
-            if r == 0:
-                first_em[i] = em
+        for name, decoder in decoders.items():
+            preds = decode(ws, start, end, rotated, decoder).predictions
+            for i, ex in enumerate(examples):
+                refs = references.get(ex.id) or [a.text for a in ex.answers]
+                best[name].add(i, preds[ex.id] if found[i] else "", refs, first=r == 0)
+    limited, windowing = best["limited"], best["windowing"]
     tpl = Template.of(tok)
     long_answers = 0
     unreachable = []
@@ -110,12 +147,14 @@ def oracle_fidelity(examples: Sequence[Example], tok: PreTrainedTokenizerBase, c
         offs = np.asarray(enc["offset_mapping"][i], np.int32).reshape(-1, 2)
         first, last = token_span(offs, ex.answers[0].start, ex.answers[0].end)
         long_answers += int(last - first + 1 > max_answer_len)
-        if best_em[i] == 0:
-            unreachable.append({"id": ex.id, "answers": [a.text for a in ex.answers],
-                                "reason": _why_unreachable(ex, offs, config.context_len(q_lens[i], tpl.n_special))})
-    pct = lambda a: float(100.0 * a.mean()) if len(a) else 0.0  # noqa: E731
-    return OracleReport(len(examples), n_windows, pct(best_em), pct(first_em), pct(best_exact), pct(best_f1),
-                        long_answers, unreachable)
+        if limited.em[i] == 0:
+            reason = (f"longer than max_answer_len ({max_answer_len} tokens)" if windowing.em[i] else
+                      _why_unreachable(ex, offs, config.context_len(q_lens[i], tpl.n_special)))
+            unreachable.append({"id": ex.id, "answers": [a.text for a in ex.answers], "reason": reason})
+    main = limited.scores()
+    return OracleReport(len(examples), n_windows, max_answer_len, main.em_any_reference, main.em_first_reference,
+                        main.exact_text_any_reference, main.f1_any_reference, windowing.scores(), long_answers,
+                        int(((windowing.em > 0) & (limited.em == 0)).sum()), unreachable)
 
 
 def check_data(path, tok: PreTrainedTokenizerBase, config: WindowConfig, mode: str = "lenient", fmt: str = "auto",
@@ -140,9 +179,11 @@ def check_data(path, tok: PreTrainedTokenizerBase, config: WindowConfig, mode: s
     refs = data.load_references(path, fmt=ds.report.format)
     fid = oracle_fidelity(ds.examples, tok, config, refs, max_answer_len=max_answer_len)
     result["oracle"] = fid.to_dict()
-    text.append(f"oracle over {fid.windows} windows: EM {fid.em_any_reference:.3f} (any reference), "
-                f"{fid.em_first_reference:.3f} (first), exact text {fid.exact_text_any_reference:.3f}, "
-                f"F1 {fid.f1_any_reference:.3f}; {len(fid.unreachable)} unreachable; "
-                f"{fid.answers_longer_than_max_answer_len} gold answers longer than {max_answer_len} tokens")
+    text.append(f"oracle over {fid.windows} windows, answers ≤ {max_answer_len} tokens: EM {fid.em_any_reference:.3f} "
+                f"(any reference), {fid.em_first_reference:.3f} (first), exact text "
+                f"{fid.exact_text_any_reference:.3f}, F1 {fid.f1_any_reference:.3f}; {len(fid.unreachable)} unreachable")
+    text.append(f"  windowing alone (no length limit): EM {fid.windowing_only.em_any_reference:.3f}; the limit costs "
+                f"{fid.lost_to_max_answer_len} exact matches ({fid.answers_longer_than_max_answer_len} first "
+                f"references are longer than {max_answer_len} tokens)")
     text += [f"  unreachable {u['id']}: {u['reason']}: {u['answers'][0]!r}" for u in fid.unreachable[:20]]
     return result, "\n".join(text)

@@ -9,6 +9,7 @@ the previous checkpoint stays usable because nothing is ever written into a comm
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -23,7 +24,10 @@ from ..common.files import write_json
 from ..runtime.distributed import barrier
 
 TAG = re.compile(r"^step-(\d{8})$")
-FAULT_ENV = "QA_SCALE_FAULT"  # crash-test hook: "crash-before-commit:<step>" kills the run there
+# Crash-test hook. "crash-before-commit:<step>": every rank dies after the shards of <step>, before the
+# commit. "crash-mid-shard:<step>:<rank>": that rank dies while DeepSpeed writes its optimizer shard of
+# <step>, leaving half the file; the other ranks are alive (the launcher then ends them).
+FAULT_ENV = "QA_SCALE_FAULT"
 
 
 class ResumeError(ValueError):
@@ -59,6 +63,29 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _die_mid_shard(engine) -> None:
+    """Make this rank's next optimizer-shard write stop halfway and kill the process (``FAULT_ENV``).
+
+    DeepSpeed writes a rank's files one after another through ``engine.checkpoint_engine``; files
+    before the optimizer shard (ZeRO-3: the rank's model states) are written whole, as in a kill
+    that lands in the middle of the save.
+    """
+    write = engine.checkpoint_engine.save
+
+    def half_then_die(state_dict, path: str):
+        if not os.path.basename(path).endswith("optim_states.pt"):
+            return write(state_dict, path)
+        buffer = io.BytesIO()
+        torch.save(state_dict, buffer)
+        with open(path, "wb") as fh:
+            fh.write(buffer.getbuffer()[: buffer.tell() // 2])
+            fh.flush()
+            os.fsync(fh.fileno())
+        os._exit(17)
+
+    engine.checkpoint_engine.save = half_then_die
+
+
 def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank: int, world_size: int) -> str:
     """Save and commit the checkpoint of ``step`` (a collective call: every rank calls it)."""
     tag = tag_of(step)
@@ -68,6 +95,8 @@ def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank: int, world
     if rank == 0 and folder.exists():
         shutil.rmtree(folder)  # a torn earlier attempt at this step
     barrier()
+    if os.environ.get(FAULT_ENV) == f"crash-mid-shard:{step}:{rank}":
+        _die_mid_shard(engine)
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
     rng_file = folder / f"rng-rank-{rank:03d}.pt"
     torch.save(_rng_state(), rng_file.with_suffix(".tmp"))
