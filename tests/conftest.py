@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,14 @@ import pytest
 # Tests never reach a model hub: hub names must fail fast from the local cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Our venv first on PATH in this process too, as in the child runs (cli_runs.clean_env): DeepSpeed
+# builds its CPU all-reduce op with the first `ninja` on PATH, and a ninja of another version (the
+# system's) sees other build commands and rebuilds the op, so in-process and child runs alternating
+# between two ninjas rebuilt it again and again (30-90 s each; a run killed mid-build leaves a lock
+# that every later build waits on forever).
+if not os.environ.get("PATH", "").startswith(f"{Path(sys.executable).parent}{os.pathsep}"):
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 # ../shared/data next to the project root: real public data, never copied into the repo.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
