@@ -7,8 +7,8 @@ within reach is a sliding-window maximum of the end logits, so no span is missed
 search, as in ``utils_qa``, can miss the best valid span when its top positions are invalid).
 N-best lists, when asked for, come from the top ``n_best_size`` context starts × ends of each
 window, like ``utils_qa`` but restricted to the context first, one entry per distinct span; they
-are built with array operations too (packed-key sorts, grouped softmax), and Python objects are
-made only for the entries that are returned.
+are built with array operations too (module ``nbest``) and kept as arrays: the per-entry dicts are
+made only when ``Decoded.nbest`` is first read.
 Answer text is sliced from the original context through the offset mapping, never produced
 by ``tokenizer.decode`` (which drops spaces and turns rare characters into ``[UNK]``).
 
@@ -29,6 +29,7 @@ import numpy as np
 from ..common.settings import check_fields, option
 from ..data import Example
 from ..data.windows import WindowSet
+from .nbest import NBest, group_starts, rank, window_candidates
 
 # Opening mark → closing mark, for the optional clean-up of unbalanced marks at span edges.
 PAIRED_MARKS = {"「": "」", "《": "》", "“": "”", "（": "）", "『": "』", "(": ")"}
@@ -58,7 +59,13 @@ class Decoded:
     best_score: np.ndarray  # [E] best span score (-inf where no valid span exists)
     best_span: np.ndarray  # [E, 2] character [start, end) of the best span (-1 where none)
     null_score: np.ndarray  # [E] lowest CLS start+end score over the example's windows
-    nbest: dict[str, list[dict]] | None = None
+    nbest_lists: NBest | None = None  # the n-best lists as arrays
+
+    @functools.cached_property
+    def nbest(self) -> dict[str, list[dict]] | None:
+        """The n-best lists as dicts by example id (text, start, score, window, probability), made on
+        first reading: most callers want only the answers, and the dicts cost more than the arrays."""
+        return None if self.nbest_lists is None else self.nbest_lists.lists()
 
     @property
     def no_span(self) -> list[str]:
@@ -117,22 +124,48 @@ def best_spans(start: np.ndarray, end: np.ndarray, max_answer_len: int) -> tuple
     ``start``/``end`` are logits with −inf outside the context; the score is −inf where a
     window has no valid span.
     """
-    W, L = start.shape
-    width = min(max_answer_len, L)
+    width = min(max_answer_len, start.shape[1])
     reach = _band_max(end, width)  # best end logit within reach of each start
-    i = np.argmax(start + reach, axis=1)
-    rows = np.arange(W)
+    return _best_end(start, end, np.arange(start.shape[0]), np.argmax(start + reach, axis=1), width)
+
+
+def _best_end(start: np.ndarray, end: np.ndarray, rows: np.ndarray, i: np.ndarray, width: int):
+    """(score, i, j) of the span of each row of ``rows`` from start ``i`` to its first best end in reach."""
+    L = start.shape[1]
     ends = np.minimum(i[:, None] + np.arange(width)[None, :], L - 1)
     cand = np.where(i[:, None] + np.arange(width)[None, :] < L, end[rows[:, None], ends], -np.inf)
     j = i + np.argmax(cand, axis=1)
     return start[rows, i] + end[rows, j], i, j
 
 
-def _top_k(x: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest entries of each row (unordered)."""
-    if k >= x.shape[1]:
-        return np.broadcast_to(np.arange(x.shape[1]), x.shape).copy()
-    return np.argpartition(x, x.shape[1] - k, axis=1)[:, x.shape[1] - k :]
+def _spans_from_grid(s: np.ndarray, e: np.ndarray, grid, max_answer_len: int):
+    """``best_spans(s, e, max_answer_len)``, taking the start from the n-best grid where that is proven.
+
+    Where a window's best grid pair scores strictly above ``bound`` (what any pair off the grid can
+    reach), the exact best span is on the grid, and so is every pair with that score: the first
+    start that ``best_spans`` finds is the lowest start among the grid pairs at the best score (the
+    grid lists pairs by start), and its end is found the same way. Other windows (no grid pair, or
+    not proven) go through ``best_spans``. This saves the sliding-window maximum on most windows.
+    """
+    w, i, score, bound = grid[0], grid[1], grid[3], grid[4]
+    W = s.shape[0]
+    top = np.full(W, -np.inf, np.float32)
+    firsts = group_starts(w)
+    top[w[firsts]] = np.maximum.reduceat(score, firsts) if len(firsts) else top[:0]
+    at_top = np.flatnonzero(score == top[w])
+    at_top = at_top[group_starts(w[at_top])]  # first pair at the best score of each window
+    start_of = np.zeros(W, np.int64)
+    start_of[w[at_top]] = i[at_top]
+    proven = top > bound
+    out = [np.empty(W, np.float32), np.empty(W, np.int64), np.empty(W, np.int64)]
+    rows = np.flatnonzero(proven)
+    for x, y in zip(out, _best_end(s, e, rows, start_of[rows], min(max_answer_len, s.shape[1]))):
+        x[rows] = y
+    rows = np.flatnonzero(~proven)
+    if len(rows):
+        for x, y in zip(out, best_spans(s[rows], e[rows], max_answer_len)):
+            x[rows] = y
+    return tuple(out)
 
 
 def decode(windows: WindowSet, start_logits: np.ndarray, end_logits: np.ndarray,
@@ -145,7 +178,8 @@ def decode(windows: WindowSet, start_logits: np.ndarray, end_logits: np.ndarray,
         end_logits: [W, L'].
         examples: the examples of ``windows``, in the same order (their contexts are sliced).
         config: decoding settings.
-        nbest: also build n-best lists (texts, scores, probabilities).
+        nbest: also build n-best lists (spans, scores, probabilities; as arrays, ``Decoded.nbest``
+            makes the dicts with their texts when first read).
 
     Returns:
         Predictions (empty string where no span is valid or the null answer wins).
@@ -159,17 +193,21 @@ def decode(windows: WindowSet, start_logits: np.ndarray, end_logits: np.ndarray,
                          f"{len(windows)} windows of {windows.input_ids.shape[1]} tokens")
     offsets = windows.offsets[:, :L]
     in_ctx = windows.context_mask[:, :L]
-    s = np.where(in_ctx, start_logits, -np.inf)
-    e = np.where(in_ctx, end_logits, -np.inf)
     # Row blocks in threads: NumPy releases the GIL on these array operations.
-    k = min(config.n_best_size, L)
 
     def per_window(b: slice):
-        spans = best_spans(s[b], e[b], config.max_answer_len)
+        s = np.where(in_ctx[b], start_logits[b], -np.inf)
+        e = np.where(in_ctx[b], end_logits[b], -np.inf)
         if not nbest:
-            return spans, None
-        w, i, j, score = _window_candidates(s[b], e[b], k, config.n_best_size, config.max_answer_len)
-        return spans, (w + b.start, i, j, score)
+            return best_spans(s, e, config.max_answer_len), None
+        grid = window_candidates(s, e, config.n_best_size, config.n_best_size, config.max_answer_len)
+        w, i, j, score = grid[:4]
+        w = w + b.start
+        flat = windows.offsets.reshape(-1, 2)  # offsets[w, t] is row w * max_seq_len + t
+        at = w * windows.offsets.shape[1]
+        cand = (windows.example_index[w].astype(np.int64), flat[at + i, 0].astype(np.int64),
+                flat[at + j, 1].astype(np.int64), w, score)
+        return _spans_from_grid(s, e, grid, config.max_answer_len), cand
 
     blocks = [slice(a, min(a + _BLOCK, W)) for a in range(0, W, _BLOCK)]
     parts = list(_pool().map(per_window, blocks))
@@ -198,133 +236,31 @@ def decode(windows: WindowSet, start_logits: np.ndarray, end_logits: np.ndarray,
         predictions[ex.id] = ex.context[a:b]
     out = Decoded(predictions, best_score, best_span, null_score)
     if nbest:
-        candidates = [np.concatenate([p[1][n] for p in parts]) for n in range(4)]
-        out.nbest = _nbest(windows, candidates, offsets, examples, config, out)
+        out.nbest_lists = _nbest(parts, ex_of, best_score, best_span, examples, config.n_best_size)
     return out
 
 
-def _sorted_groups(keys: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Sort rows by ``keys`` (non-negative integers, first key primary, last key unique).
+def _nbest(parts, ex_of: np.ndarray, best_score: np.ndarray, best_span: np.ndarray,
+           examples: Sequence[Example], n: int) -> NBest:
+    """The n-best lists from the blocks' candidates, ranked in threads over runs of whole examples.
 
-    Returns the order and the positions (in that order) where the leading keys, all but the
-    last, change. When the keys' bit widths add up to at most 63 they are packed into one int64
-    and sorted once with NumPy's SIMD quicksort, several times faster than ``np.lexsort``; the
-    last key is unique (a row index), so the unstable sort is still deterministic.
+    Each example's list depends only on its own candidates; when the windows are in example order
+    (as ``build_windows`` makes them) so are the candidates, and runs of examples are independent.
     """
-    widths = [max(int(k.max()).bit_length(), 1) if len(k) else 1 for k in keys]
-    if sum(widths) <= 63:
-        packed = np.zeros(len(keys[0]), np.int64)
-        for k, width in zip(keys, widths):
-            packed <<= width
-            packed |= k
-        order = np.argsort(packed)
-        lead = packed[order] >> widths[-1]
-    else:
-        order = np.lexsort(keys[::-1])
-        lead = np.stack([k[order] for k in keys[:-1]], 1)
-    change = np.any(lead[1:] != lead[:-1], axis=tuple(range(1, lead.ndim)))
-    return order, np.flatnonzero(np.r_[True, change]) if len(order) else order
+    cand = [np.concatenate([p[1][f] for p in parts]) for f in range(5)]
+    n_ex = len(examples)
+    cuts, at = [0, n_ex], [0, len(cand[0])]
+    if np.all(ex_of[1:] >= ex_of[:-1]):
+        cuts = sorted({n_ex * q // 4 for q in range(5)})
+        at = np.searchsorted(cand[0], cuts)
 
+    def run(q: int):
+        lo, hi, a, b = cuts[q], cuts[q + 1], at[q], at[q + 1]
+        ex, *rest = (x[a:b] for x in cand)
+        ex, *out = rank(ex - lo, *rest, best_score[lo:hi], best_span[lo:hi], n)
+        return ex + lo, *out
 
-def _descending(score: np.ndarray) -> np.ndarray:
-    """float32 scores → int64 keys whose ascending order is the scores' descending order."""
-    bits = (score.astype(np.float32) + np.float32(0)).view(np.uint32).astype(np.int64)  # −0.0 → +0.0
-    ascending = np.where(bits >= 1 << 31, (~bits) & 0xFFFFFFFF, bits | (1 << 31))
-    return 0xFFFFFFFF - ascending
-
-
-def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
-    """Index of the first row of each run of equal values."""
-    if not len(sorted_keys):
-        return np.zeros(0, np.int64)
-    return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-
-
-def _reduceat(ufunc: np.ufunc, x: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """``ufunc.reduceat`` that also takes no groups at all."""
-    return ufunc.reduceat(x, starts) if len(starts) else x[:0]
-
-
-def _softmax_groups(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Softmax within each run ``x[starts[g]:starts[g + 1]]``.
-
-    Runs of one length are stacked as rows: a row sum adds in the order a sum over that list
-    alone does, so each probability is the one computed list by list, to the last bit.
-    """
-    sizes = np.diff(np.r_[starts, len(x)])
-    out = np.empty_like(x)
-    for size in np.unique(sizes).tolist():
-        idx = starts[sizes == size][:, None] + np.arange(size)
-        rows = np.exp(x[idx] - x[idx].max(axis=1, keepdims=True))
-        out[idx] = rows / rows.sum(axis=1, keepdims=True)
-    return out
-
-
-def _window_candidates(s: np.ndarray, e: np.ndarray, k: int, m: int, max_len: int):
-    """Each window's best valid pairs among its top-k context starts × top-k context ends.
-
-    Returns (window, start token, end token, score) arrays. Every pair scoring at least the
-    window's m-th best valid pair is kept (ties at that score all count, so the set does not
-    depend on how a selection breaks ties).
-    """
-    W = s.shape[0]
-    top_s, top_e = _top_k(s, k), _top_k(e, k)
-    score = np.take_along_axis(s, top_s, 1)[:, :, None] + np.take_along_axis(e, top_e, 1)[:, None, :]
-    # end − start as uint16: a negative gap wraps round to a large one, so one comparison checks both bounds
-    gap = top_e.astype(np.uint16)[:, None, :] - top_s.astype(np.uint16)[:, :, None]
-    np.putmask(score, gap >= max_len, -np.inf)
-    score = score.reshape(W, k * k)
-    m = min(m, k * k)
-    floor = np.sort(score, axis=1)[:, k * k - m]  # the m-th best pair of each window
-    flat = np.flatnonzero((score >= floor[:, None]) & (score > -np.inf))
-    w, pair = np.divmod(flat, k * k)
-    return w, top_s[w, pair // k], top_e[w, pair % k], score.ravel()[flat]
-
-
-def _nbest(windows: WindowSet, candidates: Sequence[np.ndarray], offsets: np.ndarray,
-           examples: Sequence[Example], config: DecodeConfig, decoded: Decoded) -> dict[str, list[dict]]:
-    """N-best lists from each window's top context starts × ends, one entry per distinct span.
-
-    Array operations throughout: candidates of every window at once, one packed sort to keep the
-    best copy of each (example, span) that overlapping windows found, one packed sort to rank
-    each example's spans, grouped softmax; Python objects are made only for the final entries.
-    Ties in score rank by span start, then end.
-    """
-    n = config.n_best_size
-    cand_w, i, j, cand_score = candidates
-    cand_ex = windows.example_index[cand_w].astype(np.int64)
-    char_s = offsets[cand_w, i, 0].astype(np.int64)
-    char_e = offsets[cand_w, j, 1].astype(np.int64)
-
-    # Best copy of each (example, span): grouped by span, candidates in window order within it.
-    order, starts = _sorted_groups([cand_ex, char_s, char_e - char_s, np.arange(len(cand_w))])
-    scores = cand_score[order]
-    sizes = np.diff(np.r_[starts, len(order)])
-    at_top = np.flatnonzero(scores == np.repeat(_reduceat(np.maximum, scores, starts), sizes))
-    group = np.repeat(np.arange(len(starts)), sizes)[at_top]
-    keep = order[at_top[np.r_[True, group[1:] != group[:-1]]]] if len(at_top) else order
-
-    # Each example's spans by score (ties: span order, i.e. the position in ``keep``).
-    by_score, _ = _sorted_groups([cand_ex[keep], _descending(cand_score[keep]), np.arange(len(keep))])
-    keep = keep[by_score]
-    ex = cand_ex[keep]
-    first = _group_starts(ex)
-    rank = np.arange(len(ex)) - np.repeat(first, np.diff(np.r_[first, len(ex)]))
-    leader = np.full(len(examples), -np.inf, np.float32)
-    leader[ex[first]] = cand_score[keep[first]]
-    # The exact search found a better span than the top-k grid (or the grid found none): it leads.
-    missed = (decoded.best_span[:, 0] >= 0) & (leader < decoded.best_score - 1e-6)
-    keep = keep[rank < n - missed[ex]]
-    ex, a, b, sc, w = cand_ex[keep], char_s[keep], char_e[keep], cand_score[keep], cand_w[keep]
-    extra = np.flatnonzero(missed)
-    at = np.searchsorted(ex, extra)
-    ex, a, b = np.insert(ex, at, extra), np.insert(a, at, decoded.best_span[extra, 0]), np.insert(b, at, decoded.best_span[extra, 1])
-    sc, w = np.insert(sc, at, decoded.best_score[extra]), np.insert(w, at, -1)
-
-    prob = _softmax_groups(sc.astype(np.float64), _group_starts(ex))
-
-    contexts = [x.context for x in examples]
-    entries = [{"text": contexts[x][p:q], "start": p, "score": v, "window": k, "probability": r}
-               for x, p, q, v, k, r in zip(ex.tolist(), a.tolist(), b.tolist(), sc.tolist(), w.tolist(), prob.tolist())]
-    bounds = np.searchsorted(ex, np.arange(len(examples) + 1)).tolist()
-    return {x.id: entries[lo:hi] for x, lo, hi in zip(examples, bounds[:-1], bounds[1:])}
+    runs = list(_pool().map(run, range(len(cuts) - 1)))
+    ex, start, end, score, window, prob = (np.concatenate([r[f] for r in runs]) for f in range(6))
+    return NBest([x.id for x in examples], [x.context for x in examples],
+                 np.searchsorted(ex, np.arange(n_ex + 1)), start, end, score, window, prob)

@@ -1,0 +1,238 @@
+"""N-best lists as arrays: each window's candidate spans, then each example's ranked list.
+
+``window_candidates`` picks, per window, the best valid pairs among its top-k context starts ×
+top-k context ends (the ``utils_qa`` grid, restricted to the context). ``rank`` keeps the best copy
+of each (example, span) that overlapping windows found, ranks each example's spans and takes a
+grouped softmax. The result, :class:`NBest`, is columnar: one array per field, one row per entry;
+the per-entry dicts (with their texts) are made only when a consumer asks (``lists``, ``of``).
+
+Hand-written because no library builds n-best lists from span logits (``transformers`` ships only
+the example loop of ``utils_qa.py``), and because a Python object per candidate is what made that
+loop slow: here Python objects are made only for the entries that are read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from collections.abc import Sequence
+
+import numpy as np
+
+_FLOAT32_MIN = np.float32(np.finfo(np.float32).min)
+
+
+def descending(score: np.ndarray) -> np.ndarray:
+    """float32 scores → int64 keys in [0, 2³²) whose ascending order is the scores' descending order."""
+    bits = (score.astype(np.float32) + np.float32(0)).view(np.uint32).astype(np.int64)  # −0.0 → +0.0
+    ascending = np.where(bits >= 1 << 31, (~bits) & 0xFFFFFFFF, bits | (1 << 31))
+    return 0xFFFFFFFF - ascending
+
+
+def _narrow(index: np.ndarray, size: int) -> np.ndarray:
+    """int64 indices as int32 where they fit: NumPy's integer division is several times faster on them."""
+    return index.astype(np.int32) if size < 1 << 31 else index
+
+
+def _top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's k largest finite entries: (positions [W, k] ascending, values [W, k]), and the
+    row's k-th largest and largest values (no entry left out is above the k-th).
+
+    The set is the one ``np.argpartition(x, L - k)[:, L - k:]`` picks, less its −inf entries: the
+    entries at least the row's k-th largest value, which are exactly k unless that value is tied.
+    A threshold and a mask cost less than ``argpartition`` (the k-th value comes from NumPy's SIMD
+    row sort, cheaper than a partition of these 384-wide rows) and give the positions in order.
+    Rows with a tie at the threshold (rare) take ``argpartition``'s own choice, so the set is always
+    the one it gives. Rows with fewer than k finite entries (a context shorter than k tokens) are
+    padded with position ``2 L`` (out of every start's reach) and value −inf.
+    """
+    W, L = x.shape
+    k = min(k, L)
+    ranked = np.sort(x, axis=1)
+    kth = np.maximum(ranked[:, L - k], _FLOAT32_MIN)  # −inf (short context) → keep every finite
+    mask = x >= kth[:, None]
+    flat = _narrow(np.flatnonzero(mask), x.size)
+    row = flat // L
+    count = np.bincount(row, minlength=W)
+    ties = np.flatnonzero(count > k)
+    if len(ties):
+        top = np.argpartition(x[ties], L - k, axis=1)[:, L - k:]
+        mask[ties] = False
+        mask[ties[:, None], top] = x[ties[:, None], top] > -np.inf
+        flat = _narrow(np.flatnonzero(mask), x.size)
+        row = flat // L
+        count = np.bincount(row, minlength=W)
+    small = np.int16 if 2 * L < 1 << 15 else np.int32  # small positions: cheaper k × k grids
+    if len(flat) == W * k:  # every row holds k: no scatter needed
+        pos = (flat - row * L).astype(small).reshape(W, k)
+        return pos, x.ravel()[flat].reshape(W, k), ranked[:, L - k], ranked[:, L - 1]
+    rank = np.arange(len(flat)) - np.repeat(np.cumsum(count) - count, count)
+    pos = np.full((W, k), 2 * L, small)
+    val = np.full((W, k), -np.inf, np.float32)
+    pos[row, rank] = flat - row * L
+    val[row, rank] = x.ravel()[flat]
+    return pos, val, ranked[:, L - k], ranked[:, L - 1]
+
+
+def window_candidates(s: np.ndarray, e: np.ndarray, k: int, m: int, max_len: int):
+    """Each window's best valid pairs among its top-k context starts × top-k context ends.
+
+    ``s``/``e`` are start/end logits with −inf outside the context. Returns (window, start token,
+    end token, score) arrays, by window, then start, then end, and ``bound`` [W]: no valid pair
+    outside the grid scores above it. Every valid pair (start ≤ end < start + ``max_len``) scoring
+    at least the window's m-th best valid pair is kept (ties at that score all count, so the set
+    does not depend on how a selection breaks ties).
+    """
+    W = s.shape[0]
+    ps, vs, kth_s, max_s = _top_k(s, k)
+    pe, ve, kth_e, max_e = _top_k(e, k)
+    bound = np.maximum(kth_s + max_e, max_s + kth_e)  # a pair off the grid has its start or its end off it
+    k = ps.shape[1]
+    # end − start read unsigned: a negative gap wraps round to a large one, so one comparison checks both bounds
+    gap = pe[:, None, :] - ps[:, :, None]
+    unsigned = np.uint16 if gap.dtype == np.int16 else np.uint32
+    flat = np.flatnonzero(gap.view(unsigned) < min(max_len, np.iinfo(gap.dtype).max + 1))  # valid pairs only
+    w, pair = np.divmod(_narrow(flat, gap.size), k * k)
+    a, b = np.divmod(pair, k)
+    a += w * k
+    b += w * k
+    w = w.astype(np.int64)
+    score = vs.ravel()[a] + ve.ravel()[b]
+    keep = score > -np.inf  # the padding of short rows
+    per_window = np.bincount(w, minlength=W)
+    crowded = np.flatnonzero(per_window > m)
+    if len(crowded):  # more than m valid pairs: keep those at least the m-th best (one sort of packed keys)
+        desc = descending(score)
+        ranked = np.sort((w << 32) | desc)  # by window, then score, best first
+        floor = np.full(W, 1 << 32, np.int64)
+        floor[crowded] = ranked[(np.cumsum(per_window) - per_window)[crowded] + m - 1] & 0xFFFFFFFF
+        keep &= desc <= floor[w]
+    keep = np.flatnonzero(keep)
+    return w[keep], ps.ravel()[a[keep]].astype(np.int64), pe.ravel()[b[keep]].astype(np.int64), score[keep], bound
+
+
+def _sorted_groups(keys: Sequence[np.ndarray], runs: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Sort rows by ``keys`` (non-negative integers, first key primary), ties by row index.
+
+    Returns the order and the positions (in that order) where the keys change. When the keys' bit
+    widths add up to at most 63 they are packed into one int64, several times faster to sort than
+    ``np.lexsort``: with ``runs`` (rows mostly in order already) by NumPy's stable sort, a timsort
+    that merges the runs; otherwise with the row index packed in as the last key by NumPy's SIMD
+    quicksort, deterministic as the packed keys are unique.
+    """
+    n = len(keys[0])
+    widths = [max(int(k.max()).bit_length(), 1) if n else 1 for k in keys]
+    if sum(widths) <= 63:
+        packed = np.zeros(n, np.int64)
+        for k, width in zip(keys, widths):
+            packed <<= width
+            packed |= k
+        index_bits = max(n - 1, 1).bit_length()
+        if runs or sum(widths) + index_bits > 63:
+            order = np.argsort(packed, kind="stable")
+        else:
+            order = np.argsort((packed << index_bits) | np.arange(n))
+        lead = packed[order]
+    else:
+        order = np.lexsort(keys[::-1])
+        lead = np.stack([k[order] for k in keys], 1)
+    change = np.any(lead[1:] != lead[:-1], axis=tuple(range(1, lead.ndim)))
+    return order, np.flatnonzero(np.r_[True, change]) if n else order
+
+
+def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Index of the first row of each run of equal values."""
+    if not len(sorted_keys):
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+
+
+def _softmax_groups(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Softmax within each run ``x[starts[g]:starts[g + 1]]``.
+
+    Runs of one length are stacked as rows: a row sum adds in the order a sum over that list
+    alone does, so each probability is the one computed list by list, to the last bit.
+    """
+    sizes = np.diff(np.r_[starts, len(x)])
+    out = np.empty_like(x)
+    for size in np.unique(sizes).tolist():
+        idx = starts[sizes == size][:, None] + np.arange(size)
+        rows = np.exp(x[idx] - x[idx].max(axis=1, keepdims=True))
+        out[idx] = rows / rows.sum(axis=1, keepdims=True)
+    return out
+
+
+@dataclass
+class NBest:
+    """Every example's n-best list, one array per field, entries of example ``n`` at rows
+    ``bounds[n]:bounds[n + 1]``, best first. ``window`` is −1 for an entry that the exact span
+    search added (the top-k grid missed it). Texts are sliced from the contexts on demand."""
+
+    ids: list[str]
+    contexts: list[str]
+    bounds: np.ndarray  # [E + 1]
+    start: np.ndarray  # [N] character start
+    end: np.ndarray  # [N] character end (exclusive)
+    score: np.ndarray  # [N] float32 start + end logit
+    window: np.ndarray  # [N]
+    probability: np.ndarray  # [N] float64, softmax over each example's list
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def of(self, n: int) -> list[dict]:
+        """Example ``n``'s list as dicts (text, start, score, window, probability)."""
+        lo, hi = int(self.bounds[n]), int(self.bounds[n + 1])
+        return self._entries(np.full(hi - lo, n), slice(lo, hi))
+
+    def lists(self) -> dict[str, list[dict]]:
+        """Every example's list as dicts, by id: the form the JSON files and the server give."""
+        ex = np.repeat(np.arange(len(self.ids)), np.diff(self.bounds))
+        entries = self._entries(ex, slice(None))
+        bounds = self.bounds.tolist()
+        return {x: entries[lo:hi] for x, lo, hi in zip(self.ids, bounds[:-1], bounds[1:])}
+
+    def _entries(self, ex: np.ndarray, rows: slice) -> list[dict]:
+        contexts = self.contexts
+        return [{"text": contexts[x][p:q], "start": p, "score": v, "window": k, "probability": r}
+                for x, p, q, v, k, r in zip(ex.tolist(), self.start[rows].tolist(), self.end[rows].tolist(),
+                                            self.score[rows].tolist(), self.window[rows].tolist(),
+                                            self.probability[rows].tolist())]
+
+
+def rank(cand_ex: np.ndarray, char_s: np.ndarray, char_e: np.ndarray, cand_w: np.ndarray, cand_score: np.ndarray,
+         best_score: np.ndarray, best_span: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """Each example's n best distinct spans from the windows' candidates.
+
+    Candidates (example, character start and end, window, score) come in window order;
+    ``best_score``/``best_span`` are the exact search's best per example (it leads the list when the
+    grid missed it). One packed sort keeps the best copy of each (example, span) that overlapping
+    windows found (the first window among equals), one packed sort ranks each example's spans (ties
+    in score by span start, then end), then a grouped softmax. Returns (example, start, end, score,
+    window, probability) arrays, by example, best first; window −1 marks the exact search's span.
+    """
+    # Best copy of each (example, span): grouped by span, candidates in window order within it.
+    order, starts = _sorted_groups([cand_ex, char_s, char_e - char_s], runs=True)
+    scores = cand_score[order]
+    sizes = np.diff(np.r_[starts, len(order)])
+    top = np.maximum.reduceat(scores, starts) if len(starts) else scores
+    at_top = np.flatnonzero(scores == np.repeat(top, sizes))
+    group = np.repeat(np.arange(len(starts)), sizes)[at_top]
+    keep = order[at_top[np.r_[True, group[1:] != group[:-1]]]] if len(at_top) else order
+
+    # Each example's spans by score (ties: span order, i.e. the position in ``keep``).
+    by_score, _ = _sorted_groups([cand_ex[keep], descending(cand_score[keep])])
+    keep = keep[by_score]
+    ex = cand_ex[keep]
+    first = group_starts(ex)
+    rank_in = np.arange(len(ex)) - np.repeat(first, np.diff(np.r_[first, len(ex)]))
+    leader = np.full(len(best_score), -np.inf, np.float32)
+    leader[ex[first]] = cand_score[keep[first]]
+    # The exact search found a better span than the top-k grid (or the grid found none): it leads.
+    missed = (best_span[:, 0] >= 0) & (leader < best_score - 1e-6)
+    keep = keep[rank_in < n - missed[ex]]
+    ex, a, b, sc, w = cand_ex[keep], char_s[keep], char_e[keep], cand_score[keep], cand_w[keep]
+    extra = np.flatnonzero(missed)
+    at = np.searchsorted(ex, extra)
+    ex, a, b = np.insert(ex, at, extra), np.insert(a, at, best_span[extra, 0]), np.insert(b, at, best_span[extra, 1])
+    sc, w = np.insert(sc, at, best_score[extra]), np.insert(w, at, -1)
+    return ex, a, b, sc, w, _softmax_groups(sc.astype(np.float64), group_starts(ex))
