@@ -112,6 +112,24 @@ def test_random_answer_strategy(char_tokenizer):
         build_windows([Example("t", "q", "ctx")], char_tokenizer, cfg, strategy="random_answer")
 
 
+def test_answer_and_negative_strategy_adds_one_window_without_the_answer(char_tokenizer):
+    exs = examples()
+    cfg = WindowConfig(max_seq_len=40, max_question_len=12, doc_overlap=10)
+    ws = build_windows(exs, char_tokenizer, cfg, strategy="answer_and_negative", seed=1)
+    every = build_windows(exs, char_tokenizer, cfg)  # which contexts have room for a window without the answer
+    room = {e for e in range(len(exs)) if (every.start_positions[every.example_index == e] == every.cls_index[0]).any()}
+    assert room and ws.example_index.tolist() == sorted([*range(len(exs)), *room])
+    first = np.r_[True, ws.example_index[1:] != ws.example_index[:-1]]
+    assert (ws.start_positions[first] != ws.cls_index[first]).all()  # the answer window, as random_answer's
+    assert (ws.start_positions[~first] == ws.cls_index[~first]).all() and (~first).sum() == len(room)
+    for w in np.flatnonzero(~first):  # the negative window really lacks the whole answer
+        ex, ctx = exs[ws.example_index[w]], ws.offsets[w][ws.context_mask[w]]
+        a = ex.answers[0]
+        assert not (ctx[0, 0] <= a.start and a.start + len(a.text) <= ctx[-1, 1])
+    again = build_windows(exs, char_tokenizer, cfg, strategy="answer_and_negative", seed=1)
+    assert np.array_equal(ws.input_ids, again.input_ids)
+
+
 def test_cls_index_is_found_not_assumed(char_tokenizer, tmp_path):
     backend = Tokenizer.from_str(char_tokenizer.backend_tokenizer.to_str())
     backend.post_processor = processors.TemplateProcessing(

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..common.settings import add_arguments, from_arguments
+from ..data.windows import STRATEGIES
 from .common import command, data_arguments, emit, json_arguments, windows_arguments
 
 
@@ -36,8 +37,9 @@ def _windows_arguments(p: argparse.ArgumentParser) -> None:
     data_arguments(p)
     windows_arguments(p)
     p.add_argument("--out", required=True, type=Path, help="folder to write")
-    p.add_argument("--strategy", choices=["all", "random_answer"], default="all",
-                   help="all windows, or one window per question with the answer at a random position")
+    p.add_argument("--strategy", choices=list(STRATEGIES), default="all",
+                   help="all windows; one window per question with the answer at a random position; or that one "
+                        "and one random window without the answer")
     p.add_argument("--seed", type=int, default=0, help="seed of the random answer placement")
 
 

@@ -29,7 +29,8 @@ from .tokenization import TokenizerError, tokenizer_identity
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-Strategy = Literal["all", "random_answer"]
+Strategy = Literal["all", "random_answer", "answer_and_negative"]
+STRATEGIES = ("all", "random_answer", "answer_and_negative")
 STRIDE_MEANING = {
     "doc_overlap": "context tokens shared by consecutive windows",
     "doc_step": "context tokens between the starts of consecutive windows",
@@ -211,6 +212,18 @@ def _window_starts(n: int, width: int, step: int) -> list[int]:
     return starts
 
 
+def _negative_start(n: int, width: int, first: int, last: int, rng: np.random.Generator) -> list[int]:
+    """One window start, uniform over those whose window does not hold all of ``first..last``
+    (none when every placement holds it, e.g. a context shorter than the window)."""
+    top = max(n - width, 0)
+    holding = range(max(last - width + 1, 0), min(first, top) + 1)  # starts whose window holds the answer
+    free = top + 1 - len(holding)
+    if free <= 0:
+        return []
+    k = int(rng.integers(free))  # the k-th start outside ``holding``
+    return [k if k < holding.start else k + len(holding)]
+
+
 def build_windows(examples: Sequence[Example], tok: PreTrainedTokenizerBase, config: WindowConfig,
                   strategy: Strategy = "all", seed: int = 0, labels: bool | None = None) -> WindowSet:
     """Cut examples into windows.
@@ -221,7 +234,9 @@ def build_windows(examples: Sequence[Example], tok: PreTrainedTokenizerBase, con
         config: window sizes and stride.
         strategy: ``"all"`` keeps every window; ``"random_answer"`` keeps one window per
             question, placed so that its (first) answer sits at a random position inside it
-            (the HW7 strong-baseline trick), drawn from ``seed``.
+            (the HW7 strong-baseline trick), drawn from ``seed``; ``"answer_and_negative"`` adds
+            one window at a random place that does not hold the whole answer (labelled CLS), when
+            the context has room for one, so the reader also learns which windows hold no answer.
         seed: seed of the random placement.
         labels: compute start/end labels from the first answer; default: when examples have answers.
 
@@ -233,10 +248,10 @@ def build_windows(examples: Sequence[Example], tok: PreTrainedTokenizerBase, con
     config.check(tpl.n_special)
     if labels is None:
         labels = any(ex.answers for ex in examples)
-    if strategy not in ("all", "random_answer"):
-        raise ValueError(f"strategy must be 'all' or 'random_answer', got {strategy!r}")
-    if strategy == "random_answer" and not labels:
-        raise ValueError("strategy 'random_answer' needs examples with answers")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy != "all" and not labels:
+        raise ValueError(f"strategy {strategy!r} needs examples with answers")
     questions = tok([ex.question for ex in examples], add_special_tokens=False, truncation=True,
                     max_length=config.max_question_len)["input_ids"]
     unique = {c: i for i, c in enumerate(dict.fromkeys(ex.context for ex in examples))}
@@ -259,6 +274,8 @@ def build_windows(examples: Sequence[Example], tok: PreTrainedTokenizerBase, con
             hi = max(min(first, n - width), 0)
             lo = min(max(last - width + 1, 0), hi)
             starts = [int(rng.integers(lo, hi + 1))]
+            if strategy == "answer_and_negative":
+                starts += _negative_start(n, width, first, last, rng)
         plan.extend((e, q, ci, s, width, first, last) for s in starts)
 
     W, L = len(plan), config.max_seq_len

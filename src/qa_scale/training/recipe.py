@@ -53,8 +53,9 @@ class DataSection:
               "kept distinct)")
     dev_file: str | None = option(None, "dev data for periodic EM/F1 and best-checkpoint selection")
     mode: Literal["strict", "lenient"] = option("lenient", "validation of the input files")
-    strategy: Literal["all", "random_answer"] = option(
-        "all", "training windows: every window, or one per question with the answer at a random position")
+    strategy: Literal["all", "random_answer", "answer_and_negative"] = option(
+        "all", "training windows: every window; one per question with the answer at a random position; or "
+               "that one and one random window without the answer")
     windows: WindowConfig = field(default_factory=WindowConfig, metadata={"help": "window settings"})
     cache_dir: str | None = option(None, "window cache (datasets Arrow); default: <output_dir>/cache")
     max_train_examples: int | None = option(None, "use only the first N training examples (smoke tests)", ge=1)

@@ -102,8 +102,8 @@ class QATask:
 
     def windows(self, epoch: int) -> WindowSet:
         dc = self.config.data
-        if dc.strategy == "random_answer":  # a fresh placement every epoch, the same on every rank
-            return build_windows(self.train, self.tok, dc.windows, "random_answer", self.config.run.seed + epoch)
+        if dc.strategy != "all":  # a fresh placement every epoch, the same on every rank
+            return build_windows(self.train, self.tok, dc.windows, dc.strategy, self.config.run.seed + epoch)
         if self._all is None:
             self._all = self._cached(self.train)
         return self._all

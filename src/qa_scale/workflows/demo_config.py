@@ -36,8 +36,9 @@ class DemoConfig:
     max_seq_len: int = option(64, "reader window length in tokens", ge=1)
     doc_overlap: int = option(16, "tokens shared by consecutive windows")
     max_question_len: int = option(32, "question tokens kept", ge=1)
-    strategy: Literal["random_answer", "all"] = option(
-        "random_answer", "training windows: one answer window per question, or every window")
+    strategy: Literal["random_answer", "answer_and_negative", "all"] = option(
+        "random_answer", "training windows: one answer window per question; that one and one window without "
+                         "the answer; or every window")
     members: list[str] = field(default_factory=lambda: ["A:full:1", "A:full:2", "B:full:1", "B:full:2"], metadata={
         "help": "readers as BACKBONE:MODE:SEED, e.g. A:full:1 or B:lora:3 (a LoRA member takes part only as far "
                 "as the weight search gives it weight)"})
