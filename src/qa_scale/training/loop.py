@@ -232,7 +232,7 @@ class Trainer:
         t0 = time.perf_counter()
         self.last_eval, answers = self.task.evaluate(self.engine, self.d)
         self.monitor.log(s.step, self.last_eval, prefix="dev")
-        new_best = s.best_em is None or self.last_eval["em"] > s.best_em
+        new_best = self.run_cfg.select_best and (s.best_em is None or self.last_eval["em"] > s.best_em)
         if new_best:
             s.best_em, s.best_tag = self.last_eval["em"], checkpoint.tag_of(s.step)
             if self.d.main:  # the best model's answers, for comparisons and error analysis

@@ -118,6 +118,8 @@ class RunSection:
     length_grouping: bool = option(True, "batch windows of similar length together (less padding)")
     eval_batch_size: int = option(32, "windows per rank per forward pass in evaluation", ge=1)
     export: bool = option(True, "export a Hugging Face model directory at the end (best by dev EM)")
+    select_best: bool = option(True, "export the checkpoint with the best dev EM; false: the last one (when the "
+                                     "dev file is an evaluation set that must not choose, its EM only a curve)")
     clean_checkpoints: Literal["none", "keep_best", "all"] = option(
         "none", "after a successful export: keep every kept checkpoint (none), only the best one (keep_best; "
                 "~4.7 GB each for a large model), or none of them (all)")
