@@ -70,11 +70,12 @@ def _stage(run_dir: Path, args: list, ranks: int, log_file: Path, inputs: str) -
     return key
 
 
-def _member_overrides(cfg: DemoConfig, paths: dict, backbone: Path, mode: str, seed: int, out: Path) -> list[str]:
+def _member_overrides(cfg: DemoConfig, paths: dict, backbone: Path, mode: str, seed: int, out: Path,
+                      strategy: str) -> list[str]:
     w = cfg.windows()
     values = {
         "mode": mode, "model.name_or_path": backbone, "data.train_file": paths["squad_train"],
-        "data.dev_file": paths["dev_search"], "data.strategy": cfg.strategy,  # the best checkpoint: search part only
+        "data.dev_file": paths["dev_search"], "data.strategy": strategy,  # the best checkpoint: search part only
         "data.windows.max_seq_len": w.max_seq_len, "data.windows.max_question_len": w.max_question_len,
         "data.windows.doc_overlap": w.doc_overlap, "data.cache_dir": out.parent / "cache",
         "optim.lr": cfg.lora_lr if mode == "lora" else cfg.member_lr, "optim.max_steps": cfg.member_steps,
@@ -123,13 +124,13 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None) -> dict:
         backbones[name] = _backbone_stage(cfg, out, paths, data_key, name, layers, hidden, seed, report)
         clock.lap(f"backbone_{name}")
     members = []
-    for i, spec in enumerate(cfg.members):
-        backbone, mode, seed = spec.split(":")
-        name = f"{backbone}_{mode}_s{seed}"
+    specs = cfg.member_specs()
+    for i, (name, (backbone, mode, seed, strategy)) in enumerate(specs.items()):
         run_dir, (backbone_run, backbone_key) = out / "members" / name, backbones[backbone]
-        log.info("5/8 reader %d/%d: %s fine-tuning from backbone %s, seed %s", i + 1, len(cfg.members), mode,
-                 backbone, seed)
-        overrides = _member_overrides(cfg, paths, backbone_run / "model", mode, int(seed) + 100 * cfg.seed, run_dir)
+        log.info("5/8 reader %d/%d: %s fine-tuning from backbone %s, seed %s, %s windows", i + 1, len(specs), mode,
+                 backbone, seed, strategy)
+        overrides = _member_overrides(cfg, paths, backbone_run / "model", mode, seed + 100 * cfg.seed, run_dir,
+                                      strategy)
         _stage(run_dir, ["train", *overrides], cfg.ranks, out / "logs" / f"{name}.log", backbone_key)
         members.append((name, run_dir))
         clock.lap(f"train_{name}")

@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..common.settings import check_fields, option
-from ..data.windows import WindowConfig
+from ..data.windows import STRATEGIES, WindowConfig
+from ..ensemble import rules
+
+SHORT = {"random_answer": "ans", "answer_and_negative": "neg", "all": "all"}
 
 
 @dataclass
@@ -39,9 +42,13 @@ class DemoConfig:
     strategy: Literal["random_answer", "answer_and_negative", "all"] = option(
         "random_answer", "training windows: one answer window per question; that one and one window without "
                          "the answer; or every window")
-    members: list[str] = field(default_factory=lambda: ["A:full:1", "A:full:2", "B:full:1", "B:full:2"], metadata={
-        "help": "readers as BACKBONE:MODE:SEED, e.g. A:full:1 or B:lora:3 (a LoRA member takes part only as far "
-                "as the weight search gives it weight)"})
+    members: list[str] = field(default_factory=lambda: [
+        "A:full:1", "A:full:2:answer_and_negative", "B:full:1", "B:full:2:answer_and_negative"], metadata={
+        "help": "readers as BACKBONE:MODE:SEED[:STRATEGY], e.g. A:full:1, B:lora:3 or A:full:2:answer_and_negative "
+                "(STRATEGY: the member's training windows, default --strategy; a LoRA member takes part only as "
+                "far as the weight search gives it weight)"})
+    combine: str = option("mean_log_softmax", "how the members' logits are averaged (a rule of "
+                                              "qa_scale.ensemble.rules: mean_logits, mean_log_softmax)")
     search_fraction: float = option(0.5, "part of dev on which member weights (and the best member) are chosen; "
                                          "the rest measures the ensemble against that member", gt=0, lt=1)
 
@@ -56,9 +63,21 @@ class DemoConfig:
                                  f"heads ({self.heads}), e.g. 2x128:0")
         for spec in self.members:
             parts = spec.split(":")
-            if len(parts) != 3 or parts[0] not in letters or parts[1] not in ("full", "lora") or not parts[2].isdigit():
-                raise ValueError(f"member {spec!r}: expected BACKBONE:MODE:SEED with BACKBONE one of {letters}, "
-                                 "MODE full or lora, e.g. A:full:1")
+            if (len(parts) not in (3, 4) or parts[0] not in letters or parts[1] not in ("full", "lora")
+                    or not parts[2].isdigit() or parts[3:] and parts[3] not in STRATEGIES):
+                raise ValueError(f"member {spec!r}: expected BACKBONE:MODE:SEED[:STRATEGY] with BACKBONE one of "
+                                 f"{letters}, MODE full or lora, STRATEGY one of {', '.join(STRATEGIES)}, e.g. A:full:1")
+        rules.get(self.combine)  # an unknown rule is named with the known ones
+
+    def member_specs(self) -> dict[str, tuple[str, str, int, str]]:
+        """Member name → (backbone, mode, seed, training-window strategy); the name marks a strategy given
+        in the spec (``A_full_s2_neg``), so members that differ only there have their own folders."""
+        out = {}
+        for spec in self.members:
+            backbone, mode, seed, *strategy = spec.split(":")
+            name = f"{backbone}_{mode}_s{seed}" + (f"_{SHORT[strategy[0]]}" if strategy else "")
+            out[name] = (backbone, mode, int(seed), strategy[0] if strategy else self.strategy)
+        return out
 
     def backbone_specs(self) -> dict[str, tuple[int, int, int]]:
         """Backbone name → (layers, hidden size, seed)."""

@@ -46,7 +46,7 @@ def ensemble_report(cfg: DemoConfig, out: Path, paths: dict, members: list[tuple
     search, held = split_ids(list(refs), 1 - cfg.search_fraction)
     parts = {"search": {i: refs[i] for i in search}, "holdout": {i: refs[i] for i in held}, "dev": refs}
     log.info("7/8 ensemble: weights searched on %d dev questions, compared on the other %d", len(search), len(held))
-    found = search_weights(stores["dev"], parts["search"], holdout=0.3, metric="em",
+    found = search_weights(stores["dev"], parts["search"], holdout=0.3, metric="em", rule=cfg.combine,
                            references_name=f"{paths['squad_dev']} (search part)")
     names = [name for name, _ in members]
     report: dict = {"members": {}, "ensemble": {"weights": dict(zip(names, map(float, found.weights))),
@@ -57,8 +57,8 @@ def ensemble_report(cfg: DemoConfig, out: Path, paths: dict, members: list[tuple
             s = metrics.evaluate(store.predictions(), ref)
             report["members"].setdefault(name, {})[part] = _scores(s)
             per_q[(name, part)] = s
-    result = ensemble(stores["dev"], found.weights, nbest=False).decoded
-    uniform = ensemble(stores["dev"], None, nbest=False).decoded
+    result = ensemble(stores["dev"], found.weights, cfg.combine, nbest=False).decoded
+    uniform = ensemble(stores["dev"], None, cfg.combine, nbest=False).decoded
     for part, ref in parts.items():
         s = metrics.evaluate(result.predictions, ref)
         report["ensemble"][part] = _scores(s)
@@ -67,9 +67,9 @@ def ensemble_report(cfg: DemoConfig, out: Path, paths: dict, members: list[tuple
     write_json(out / "dev_predictions.json", result.predictions)
     metrics.write_error_file(per_q[("ensemble", "dev")], out / "dev_errors.jsonl")
     report["ensemble_vs_best_member"] = _comparison(report, per_q, cfg)
-    report["ensemble"]["test"] = _test(out, paths, members, stores["test"], found.weights, report)
+    report["ensemble"]["test"] = _test(out, paths, members, stores["test"], found.weights, cfg.combine, report)
     save_recipe(EnsembleRecipe([Member(n, round(float(w), 6), str(r / "dev_store"), str(r / "model"))
-                                for (n, r), w in zip(members, found.weights)], "mean_logits", found.found_by,
+                                for (n, r), w in zip(members, found.weights)], cfg.combine, found.found_by,
                                found.scores), out / "ensemble_recipe.yaml",
                 comment="The demo's ensemble: weights searched on the search part of dev.")
     train = data.load(paths["squad_train"], "strict").examples
@@ -93,7 +93,8 @@ def _comparison(report: dict, per_q: dict, cfg: DemoConfig) -> dict:
             "holdout_f1_gain_ci95": [round(f1_ci[0], 3), round(f1_ci[1], 3)]}
 
 
-def _test(out: Path, paths: dict, members: list, test_stores: list, weights: list[float], report: dict) -> dict:
+def _test(out: Path, paths: dict, members: list, test_stores: list, weights: list[float], rule: str,
+          report: dict) -> dict:
     """The HW7 test split: every member's and the ensemble's accuracy, and the submission files."""
     import json
 
@@ -102,7 +103,7 @@ def _test(out: Path, paths: dict, members: list, test_stores: list, weights: lis
     refs = {k: [v] for k, v in truth.items()}
     for (name, _), store in zip(members, test_stores):
         report["members"][name]["test"] = _scores(metrics.evaluate(store.predictions(), refs, hw7=True))
-    preds = ensemble(test_stores, weights, nbest=False).decoded.predictions
+    preds = ensemble(test_stores, weights, rule, nbest=False).decoded.predictions
     ids = list(data.load_references(paths["hw7_test"]))
     submit.write_hw7_csv(preds, ids, out / "submission.csv")
     submit.write_prediction_json(preds, ids, out / "test_predictions.json")
