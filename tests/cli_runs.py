@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from qa_scale.runtime.processes import child_env
+from qa_scale.runtime.processes import child_env, free_port  # noqa: F401 - free_port: used by the tests
 
 BIN = Path(sys.executable).parent
 TRAIN_SCRIPT = Path(__file__).with_name("train_script.py")
@@ -22,10 +21,6 @@ def clean_env(extra: dict | None = None) -> dict:
     return child_env({"PATH": f"{BIN}:{os.environ['PATH']}", **(extra or {})})
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(program: Path, args: list, ranks: int | None, cwd: Path, env: dict | None = None, check: bool = True,

@@ -92,3 +92,13 @@ def test_a_failed_member_fails_the_script(stubs, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "a member failed" in proc.stderr
     assert not (tmp_path / "boss" / "submission.csv").exists()
+
+
+def test_workflow_launches_get_their_own_rendezvous_port():
+    """The demo and `compare` launch `deepspeed` themselves; on the launcher's default port (29500) two such
+    jobs on one host collided (EADDRINUSE), so every launch names a port that was free."""
+    from qa_scale.runtime.processes import command
+
+    cmd = command(["train", "x.yaml"], ranks=2)
+    assert cmd[1:3] == ["--num_gpus", "2"] and cmd[3] == "--master_port" and int(cmd[4]) != 29500
+    assert cmd[-2:] == ["train", "x.yaml"] and "--master_port" not in command(["train"], ranks=1)

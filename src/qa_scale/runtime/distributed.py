@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
+
+from .processes import free_port
 
 log = logging.getLogger(__name__)
 CPU_FP16_ENV = "QA_SCALE_CPU_FP16"  # tests: let DeepSpeed's fp16 path run on the CPU accelerator
@@ -123,10 +124,7 @@ def share_cpu_threads() -> int:
 
 
 def _world_of_one() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
 
 
 def init(device: Device = "auto") -> Dist:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -26,13 +27,25 @@ def script() -> str:
     return str(path) if path.exists() else "qa-scale"
 
 
+def free_port() -> int:
+    """A TCP port free on this host now (for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def command(args: list, launcher: str = "", ranks: int | None = None) -> list[str]:
     """``qa-scale ARGS`` as a command: plainly, under ``launcher`` (e.g. ``"deepspeed --num_gpus 8"``),
-    or under ``deepspeed --num_gpus RANKS`` of this environment."""
+    or under ``deepspeed --num_gpus RANKS`` of this environment.
+
+    The launcher we build gets a free ``--master_port``: its default (29500) is shared by every
+    launch on the host, so two jobs at once (two demos, a demo beside a training run) collided.
+    """
     args = [str(a) for a in args]
     if ranks is not None and ranks > 1:
         deepspeed = Path(sys.executable).parent / "deepspeed"
-        launcher = f"{shlex.quote(str(deepspeed) if deepspeed.exists() else 'deepspeed')} --num_gpus {ranks}"
+        launcher = (f"{shlex.quote(str(deepspeed) if deepspeed.exists() else 'deepspeed')} --num_gpus {ranks} "
+                    f"--master_port {free_port()}")
     if not launcher.strip():
         return [script(), *args]
     return [*shlex.split(launcher), script(), *args]
