@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from cli_runs import qa_scale
+
 from qa_scale import synthetic
 from qa_scale.data.tokenization import build_char_vocab
 

@@ -14,8 +14,8 @@ from reader_runs import make_readers
 from qa_scale import data
 from qa_scale.serving.answering import Query, answer
 from qa_scale.serving.app import create_app
-from qa_scale.serving.limits import Limits
 from qa_scale.serving.batcher import BatchSettings, MicroBatcher
+from qa_scale.serving.limits import Limits
 from qa_scale.serving.readers import load_panel
 
 LIMITS = Limits(max_context_chars=2000, max_question_chars=50, max_questions=8, max_body_bytes=100_000)

@@ -75,8 +75,8 @@ def answer(args: argparse.Namespace) -> int:
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
-    from ..serving.limits import Limits
     from ..serving.batcher import BatchSettings
+    from ..serving.limits import Limits
 
     _reader_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -92,8 +92,8 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
                      "are loaded once; concurrent requests share forward passes.")
 def serve(args: argparse.Namespace) -> int:
     from ..serving.app import serve as run
-    from ..serving.limits import Limits
     from ..serving.batcher import BatchSettings
+    from ..serving.limits import Limits
 
     run(_panel(args), args.host, args.port, from_arguments(Limits, args), from_arguments(BatchSettings, args))
     return 0

@@ -27,8 +27,8 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
                      "CSV. About 15 minutes on 2 CPU cores; finished stages are reused on a re-run.")
 def demo(args: argparse.Namespace) -> int:
     from ..workflows.demo import run_demo
-    from ..workflows.demo_report import report_text
     from ..workflows.demo_config import DemoConfig
+    from ..workflows.demo_report import report_text
 
     report = run_demo(args.out, from_arguments(DemoConfig, args))
     emit(report, args, report_text(report, args.out))

@@ -13,8 +13,8 @@ loop slow: here Python objects are made only for the entries that are read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -26,8 +26,8 @@ from starlette.exceptions import HTTPException
 
 from .answering import Query, answer
 from .batcher import BatchSettings, MicroBatcher
-from .readers import Panel
 from .limits import Limits, RequestError, parse_request, read_body
+from .readers import Panel
 
 log = logging.getLogger(__name__)
 
