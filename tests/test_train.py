@@ -226,9 +226,10 @@ def learning(root: Path, out: str, hooks: dict, ranks: int | None, **extra) -> d
 
 @pytest.fixture(scope="module")
 def unlearning(workdir):
-    """One process whose loss turns into gradient ascent after step 40: the last of the dev evaluations at
-    20, 40 and 60 is worse than an earlier one, which must be kept through pruning (keep 1) and exported."""
-    return learning(workdir, "unlearning", {"ascend_after": 40}, None, **{"run.keep_checkpoints": 1})
+    """One process whose loss turns into gradient ascent after step 20: the later dev evaluations (40, 60)
+    score below the one at 20, which must be kept through pruning (keep 1) and exported. (From step 40 on,
+    the decaying learning rate left the ascent too weak to undo the learning with some vocabularies.)"""
+    return learning(workdir, "unlearning", {"ascend_after": 20}, None, **{"run.keep_checkpoints": 1})
 
 
 @pytest.fixture(scope="module")
