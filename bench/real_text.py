@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import record  # noqa: E402  (bench/record.py)
 
+from qa_scale.data.windows import STRATEGIES  # noqa: E402
+from qa_scale.workflows.demo_config import SHORT  # noqa: E402
+
 FILES = {"cmrc_dev": "cmrc2018_dev.json", "cmrc_trial": "cmrc2018_trial.json", "drcd": "drcd_dev.json",
          "vocab": "bert-base-chinese-vocab.txt"}
 
@@ -56,26 +59,33 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-fraction", type=float, default=0.5, help="DRCD dev articles held out for evaluation")
     p.add_argument("--max-eval-questions", type=int, default=None, help="cut the evaluation part (smoke tests)")
     p.add_argument("--max-train-questions", type=int, default=None, help="cut the readers' training data (smoke)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads of every child process")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of every child process")
     p.add_argument("--mlm-contexts", choices=["all", "train"], default="all",
                    help="masked-LM corpus: every context (evaluation ones without questions) or the training side's")
     p.add_argument("--backbone", default="4x128", help="LAYERSxHIDDEN of the backbone")
     p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--mlm-steps", type=int, default=300)
+    p.add_argument("--mlm-steps", type=int, default=600)
     p.add_argument("--mlm-lr", type=float, default=1e-3)
     p.add_argument("--mlm-seq-len", type=int, default=128)
     p.add_argument("--mlm-batch", type=int, default=32)
     p.add_argument("--profile-steps", type=int, default=3, help="timed masked-LM steps per variant (0: no profile)")
-    p.add_argument("--members", default="1,2,3", help="reader seeds, one member each")
-    p.add_argument("--reader-steps", type=int, default=300)
+    p.add_argument("--members", default="1,2,3",
+                   help="readers as SEED[:STRATEGY], comma-separated (STRATEGY: see --strategy, which is the default)")
+    p.add_argument("--reader-steps", type=int, default=600)
     p.add_argument("--reader-lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=32, help="windows per reader step")
-    p.add_argument("--strategy", choices=["random_answer", "all"], default="random_answer")
+    p.add_argument("--strategy", choices=STRATEGIES, default="random_answer",
+                   help="training windows of a member whose spec names none")
+    p.add_argument("--combine", default="mean_logits", help="the ensemble's combination rule (qa-scale ensemble)")
+    p.add_argument("--backbone-from", type=Path, default=None,
+                   help="a backbone folder of an earlier run (its model/ is used; no masked-LM stage)")
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--max-question-len", type=int, default=32)
     p.add_argument("--doc-overlap", type=int, default=32)
     p.add_argument("--max-answer-len", type=int, default=24, help="decoder's longest answer, tokens")
-    p.add_argument("--eval-every", type=int, default=100, help="reader steps between evaluations (learning curve)")
+    p.add_argument("--mark-matches", action=argparse.BooleanOptionalAction, default=True,
+                   help="context tokens that occur in the question get their own token type (data.windows.mark_matches)")
+    p.add_argument("--eval-every", type=int, default=200, help="reader steps between evaluations (learning curve)")
     p.add_argument("--curve-questions", type=int, default=600,
                    help="learning-curve evaluations use the first N questions of the evaluation part (each costs "
                         "a forward pass over them; the final scores use all of it)")
@@ -85,7 +95,27 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--backbone {args.backbone!r}: expected LAYERSxHIDDEN with HIDDEN a multiple of --heads")
     if not 0 < args.eval_fraction < 1:
         p.error("--eval-fraction must lie strictly between 0 and 1")
+    try:
+        args.member_specs = member_specs(args.members, args.strategy)
+    except ValueError as err:
+        p.error(f"--members {args.members!r}: {err}")
+    if args.backbone_from and not (args.backbone_from / "model" / "config.json").is_file():
+        p.error(f"--backbone-from {args.backbone_from}: no model/config.json (a `qa-scale backbone` folder)")
     return args
+
+
+def member_specs(text: str, strategy: str) -> dict[str, tuple[int, str]]:
+    """``"1,2:answer_and_negative"`` → ``{"s1": (1, strategy), "s2_neg": (2, "answer_and_negative")}``."""
+    specs = {}
+    for item in (x.strip() for x in text.split(",")):
+        seed, _, named = item.partition(":")
+        if not seed.isdigit() or (named and named not in STRATEGIES):
+            raise ValueError(f"{item!r} is not SEED[:STRATEGY] with STRATEGY one of {', '.join(STRATEGIES)}")
+        name = f"s{seed}" + (f"_{SHORT[named]}" if named else "")
+        if name in specs:
+            raise ValueError(f"member {item!r} is named twice")
+        specs[name] = (int(seed), named or strategy)
+    return specs
 
 
 def read_json(path: Path):
@@ -174,12 +204,14 @@ class Runner:
         return self.seconds[name]
 
 
-def reader_overrides(args: argparse.Namespace, paths: dict, backbone: Path, seed: int, run_dir: Path) -> list[str]:
+def reader_overrides(args: argparse.Namespace, paths: dict, backbone: Path, seed: int, strategy: str,
+                     run_dir: Path) -> list[str]:
     values = {
         "model.name_or_path": backbone, "data.train_file": "[" + ",".join(map(str, paths["train_files"])) + "]",
-        "data.dev_file": paths["drcd_eval"], "data.strategy": args.strategy,
+        "data.dev_file": paths["drcd_eval"], "data.strategy": strategy,
         "data.windows.max_seq_len": args.max_seq_len, "data.windows.max_question_len": args.max_question_len,
-        "data.windows.doc_overlap": args.doc_overlap, "data.cache_dir": args.out / "cache",
+        "data.windows.doc_overlap": args.doc_overlap, "data.windows.mark_matches": str(args.mark_matches).lower(),
+        "data.cache_dir": args.out / "cache",
         "optim.lr": args.reader_lr, "optim.max_steps": args.reader_steps, "optim.micro_batch_size": args.batch,
         "optim.global_batch_size": args.batch, "optim.warmup_ratio": 0.06, "optim.weight_decay": 0.01,
         "run.seed": seed, "run.output_dir": run_dir, "run.precision": "fp32", "run.device": "cpu",
@@ -233,7 +265,7 @@ def run(args: argparse.Namespace) -> dict:
                          "so give a new or empty --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(json.dumps({"settings": sys.argv[1:]}) + "\n", encoding="utf-8")
-    for stale in ("backbone", "members", "ensemble"):
+    for stale in ("members", "ensemble") + (() if args.backbone_from else ("backbone",)):
         fresh(out / stale)
     t_start = time.perf_counter()
     prepared = split_data(args, out)
@@ -248,29 +280,30 @@ def run(args: argparse.Namespace) -> dict:
         result["mlm_profile"] = profile(21128, layers, hidden, args.heads, args.mlm_seq_len, args.mlm_batch,
                                         args.profile_steps, args.threads, args.seed)
         result["timings_s"]["mlm_profile"] = round(time.perf_counter() - t0, 1)
-    backbone = out / "backbone"
-    runner("backbone", ["backbone", paths["corpus"], "--tokenizer", args.data / FILES["vocab"], "--out", backbone,
-                        "--layers", layers, "--hidden-size", hidden, "--heads", args.heads, "--device", "cpu",
-                        "--seq-len", args.mlm_seq_len, "--steps", args.mlm_steps, "--lr", args.mlm_lr,
-                        "--batch-size", args.mlm_batch, "--seed", args.seed])
+    backbone = args.backbone_from.resolve() if args.backbone_from else out / "backbone"
+    if not args.backbone_from:
+        runner("backbone", ["backbone", paths["corpus"], "--tokenizer", args.data / FILES["vocab"], "--out", backbone,
+                            "--layers", layers, "--hidden-size", hidden, "--heads", args.heads, "--device", "cpu",
+                            "--seq-len", args.mlm_seq_len, "--steps", args.mlm_steps, "--lr", args.mlm_lr,
+                            "--batch-size", args.mlm_batch, "--seed", args.seed])
     summary = read_json(backbone / "summary.json")
-    result["backbone"] = {"layers": layers, "hidden": hidden, "steps": summary["steps"],
+    result["backbone"] = {"folder": str(backbone), "reused": bool(args.backbone_from), "layers": layers, "hidden": hidden, "steps": summary["steps"],
                           "parameters": summary["parameters"]["total"], "samples_per_s": summary["samples_per_s"],
                           "train_seconds": summary["train_seconds"], "final": _last_train_row(backbone)}
     members, stores = {}, []
-    for seed in [int(s) for s in args.members.split(",") if s.strip()]:
-        name, run_dir = f"s{seed}", out / "members" / f"s{seed}"
-        runner(f"train_{name}", ["train", *reader_overrides(args, paths, backbone / "model", seed, run_dir)])
+    for name, (seed, strategy) in args.member_specs.items():
+        run_dir = out / "members" / name
+        runner(f"train_{name}", ["train", *reader_overrides(args, paths, backbone / "model", seed, strategy, run_dir)])
         store = run_dir / "eval_store"
         runner(f"predict_{name}", ["predict", run_dir / "model", paths["drcd_eval"], "--out", store, "--device",
                                    "cpu", "--batch-size", 64, "--references", paths["drcd_eval"]])
         s = read_json(run_dir / "summary.json")
-        members[name] = {"seed": seed, "model": str(run_dir / "model"), "store": str(store),
+        members[name] = {"seed": seed, "strategy": strategy, "model": str(run_dir / "model"), "store": str(store),
                          "samples_per_s": s["samples_per_s"], "train_seconds": s["train_seconds"],
                          "eval_seconds": s["eval_seconds"], "learning_curve": curve(run_dir)}
         stores.append(store)
     runner("ensemble", ["ensemble", *stores, "--references", paths["drcd_eval"], "--out", out / "ensemble",
-                        "--no-nbest"])
+                        "--no-nbest", "--combine", args.combine])
     result["scores"] = _scores(read_json(out / "ensemble" / "ensemble.json"))
     t0 = time.perf_counter()
     result["baselines"] = baselines(paths)

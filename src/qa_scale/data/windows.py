@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 Strategy = Literal["all", "random_answer", "answer_and_negative"]
 STRATEGIES = ("all", "random_answer", "answer_and_negative")
+MATCH_TYPE = 2  # token type of a context token that also occurs in the question (mark_matches)
 STRIDE_MEANING = {
     "doc_overlap": "context tokens shared by consecutive windows",
     "doc_step": "context tokens between the starts of consecutive windows",
@@ -50,6 +51,9 @@ class WindowConfig:
               "give this or --doc-overlap, not both", ge=1)
     max_context_len: int | None = option(
         None, "context tokens per window (HW7 'max_paragraph_len'); default: all that fit", ge=1)
+    mark_matches: bool = option(
+        False, "context tokens that also occur in the question get token type 2 (an exact-match feature, as in "
+               "DrQA); training gives the model that third token type, starting as a copy of the context's")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -301,6 +305,8 @@ def build_windows(examples: Sequence[Example], tok: PreTrainedTokenizerBase, con
         trow[len(pre) : c0] = tpl.question_type
         trow[c0:] = tpl.context_type
         trow[c1 + len(suf) :] = 0
+        if config.mark_matches:
+            trow[c0:c1][np.isin(ids, q)] = MATCH_TYPE
         out.offsets[w, c0:c1] = ctx_off[ci][s : s + width]
         out.lengths[w], out.example_index[w], out.window_index[w] = c1 + len(suf), e, k
         out.cls_index[w] = tpl.cls_index

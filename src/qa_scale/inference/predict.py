@@ -192,7 +192,7 @@ def run(model_dir: str | os.PathLike, data_path: str | os.PathLike, out: str | o
     from .. import data
     from ..common.files import check_replaceable
     from ..data.tokenization import load_tokenizer
-    from ..modeling.model import check_vocab, load_qa_model
+    from ..modeling.model import check_inputs, load_qa_model
     from ..runtime import distributed
     from .logits_store import model_identity
 
@@ -206,7 +206,7 @@ def run(model_dir: str | os.PathLike, data_path: str | os.PathLike, out: str | o
     tok = load_tokenizer(tok_spec)
     d = distributed.init(device)
     model = load_qa_model(str(model_dir))
-    check_vocab(model, tok)
+    check_inputs(model, tok, window_config)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[compute]
     model = model.to(device=d.device, dtype=dtype).eval()
     refs, hw7 = None, False

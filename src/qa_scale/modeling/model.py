@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..data.windows import MATCH_TYPE, WindowConfig
+
 if TYPE_CHECKING:
     from transformers import (
         BertConfig,
@@ -184,6 +186,48 @@ def enable_checkpointing(model: PreTrainedModel) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _token_type_embeddings(model: PreTrainedModel) -> torch.nn.Embedding:
+    emb = getattr(getattr(model.base_model, "embeddings", None), "token_type_embeddings", None)
+    if not isinstance(emb, torch.nn.Embedding):
+        raise ModelLoadError(f"{type(model).__name__} has no token type embeddings, so it cannot read the "
+                             "match marks of data.windows.mark_matches")
+    return emb
+
+
+def extend_token_types(model: PreTrainedModel, n: int, like: int) -> None:
+    """Give the model at least ``n`` token types; a new type's embedding starts as a copy of type
+    ``like``'s, so the model's outputs do not change until training tells the types apart.
+
+    ``resize_token_embeddings`` of ``transformers`` covers only the word embeddings; this is its
+    counterpart for the token types (a model is extended before the engine partitions it).
+    """
+    emb = _token_type_embeddings(model)
+    old = emb.num_embeddings
+    if old >= n:
+        return
+    new = torch.nn.Embedding(n, emb.embedding_dim, dtype=emb.weight.dtype, device=emb.weight.device)
+    with torch.no_grad():
+        new.weight[:old] = emb.weight
+        new.weight[old:] = emb.weight[like]
+    model.base_model.embeddings.token_type_embeddings = new
+    model.config.type_vocab_size = n
+    log.info("token types extended from %d to %d (new ones start as type %d)", old, n, like)
+
+
+def check_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, windows: WindowConfig) -> None:
+    """Fail when the windows can hold ids or token types the model has no embedding for.
+
+    Raises:
+        ModelLoadError: naming both sizes.
+    """
+    check_vocab(model, tokenizer)
+    have = _token_type_embeddings(model).num_embeddings if windows.mark_matches else MATCH_TYPE + 1
+    if have <= MATCH_TYPE:
+        raise ModelLoadError(f"the windows mark question matches with token type {MATCH_TYPE} "
+                             f"(data.windows.mark_matches) but the model has {have} token types: use a model "
+                             "trained with mark_matches, or turn it off")
 
 
 def check_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -156,7 +156,7 @@ def load_panel(models: Sequence[str | os.PathLike], recipe: str | os.PathLike | 
     """
     import torch
 
-    from ..modeling.model import check_vocab, load_qa_model
+    from ..modeling.model import check_inputs, load_qa_model
     from ..runtime.distributed import choose_device
 
     if compute not in DTYPES:
@@ -180,7 +180,7 @@ def load_panel(models: Sequence[str | os.PathLike], recipe: str | os.PathLike | 
             raise ValueError(f"{path} cannot answer with {members[0][1]}: {diff}")
         adapter = is_adapter(path)
         model = load_adapter_reader(path) if adapter else load_qa_model(str(path))
-        check_vocab(model, tok)
+        check_inputs(model, tok, w)
         readers.append(Reader(name, path, model.to(device=kind, dtype=dtype).eval(), adapter))
         settings.append(w)
         decode_configs.append(d)

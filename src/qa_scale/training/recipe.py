@@ -152,6 +152,9 @@ class TrainConfig:
             raise ValueError("give model.name_or_path (hub name or directory) or model.tiny (a random small BERT)")
         if self.model.tiny is not None and not self.model.tokenizer:
             raise ValueError("model.tiny needs model.tokenizer (there is no checkpoint to take one from)")
+        if self.data.windows.mark_matches and self.mode == "lora":
+            raise ValueError("data.windows.mark_matches needs mode: full (LoRA freezes the token type embeddings, "
+                             "so the match type would stay a copy of the context type)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -15,7 +15,7 @@ import torch
 
 from .. import data
 from ..data.window_store import cached_windows
-from ..data.windows import WindowSet, build_windows
+from ..data.windows import MATCH_TYPE, Template, WindowSet, build_windows
 from ..evaluation.decode import decode
 from ..evaluation.metrics import evaluate as score
 from ..inference.forward import predict_logits
@@ -91,13 +91,15 @@ class QATask:
 
     def build_model(self) -> torch.nn.Module:
         from ..modeling.lora import apply_lora
-        from ..modeling.model import check_vocab, load_qa_model
+        from ..modeling.model import check_vocab, extend_token_types, load_qa_model
 
         m = self.config.model
         model = load_qa_model(m.name_or_path, vocab_size=max(self.tok.get_vocab().values()) + 1, tiny=m.tiny,
                               gradient_checkpointing=m.gradient_checkpointing,
                               attn_implementation=m.attn_implementation, seed=self.config.run.seed)
         check_vocab(model, self.tok)
+        if self.config.data.windows.mark_matches:
+            extend_token_types(model, MATCH_TYPE + 1, like=Template.of(self.tok).context_type)
         return apply_lora(model, self.config.lora) if self.config.mode == "lora" else model
 
     def windows(self, epoch: int) -> WindowSet:
