@@ -10,6 +10,7 @@ from conftest import CORPUS
 from qa_scale.data import Example
 from qa_scale.data.windows import WindowConfig, build_windows
 from qa_scale.evaluation.decode import DecodeConfig, decode
+from qa_scale.evaluation.nbest import _top_k
 
 
 def top_k(x: np.ndarray, k: int) -> np.ndarray:
@@ -119,3 +120,31 @@ def test_lists_where_the_exact_search_leads(char_tokenizer):
     assert out.best_span[0, 0] == ws.offsets[0, ctx[0], 0] and out.best_score[0] == 12  # start 9 + end 3 in reach
     with pytest.raises(IndexError):
         loop_nbest(ws, start, end, [ex], DecodeConfig(n_best_size=1, max_answer_len=5), out)
+
+
+@pytest.mark.parametrize("step", [0.0, 0.5])
+def test_top_k_is_argpartitions_pick(step):
+    """The selection from column-group maxima gives, row by row, the set ``np.argpartition`` picks
+    (less its −inf entries) in position order, also where the k-th value is tied (with an entry of
+    its own column group or of another) and where fewer than k entries are finite."""
+    rng = np.random.default_rng(int(step * 10))
+    W, L, k = 3000, 48, 5
+    G = L // 4  # the groups: columns j, j + G, j + 2 G, j + 3 G
+    x = rng.normal(size=(W, L)).astype(np.float32)
+    if step:  # coarse values: ties at every rank
+        x = np.round(x / step) * step
+    x[rng.random(x.shape) < 0.3] = -np.inf  # outside the context
+    for r in range(W):  # a tie at the k-th value: with the next column of its group, or the next column
+        top = np.argsort(-x[r], kind="stable")[:k]
+        tie = (top[-1] + (G if r % 3 == 1 else 1)) % L
+        if r % 3 and tie not in top:
+            x[r, tie] = x[r, top[-1]]
+    x[:40, 3:] = -np.inf  # fewer than k finite entries
+    pos, val, kth, best = _top_k(x, k)
+    pick = np.argpartition(x, L - k, axis=1)[:, L - k:]
+    ranked = np.sort(x, axis=1)
+    for r in range(W):
+        want = sorted(p for p in pick[r].tolist() if x[r, p] > -np.inf)
+        assert pos[r].tolist() == want + [2 * L] * (k - len(want))
+        assert val[r].tolist() == x[r, want].tolist() + [-np.inf] * (k - len(want))
+    assert np.array_equal(kth, ranked[:, L - k]) and np.array_equal(best, ranked[:, -1])

@@ -29,7 +29,7 @@ import numpy as np
 from ..common.settings import check_fields, option
 from ..data import Example
 from ..data.windows import WindowSet
-from .nbest import NBest, group_starts, rank, window_candidates
+from .nbest import NBest, descending, group_starts, rank, window_candidates
 
 # Opening mark → closing mark, for the optional clean-up of unbalanced marks at span edges.
 PAIRED_MARKS = {"「": "」", "《": "》", "“": "”", "（": "）", "『": "』", "(": ")"}
@@ -96,12 +96,13 @@ def balance_span(context: str, start: int, end: int) -> tuple[int, int]:
     return start, max(end, start)
 
 
-_BLOCK = 1024  # windows per block of the span search
+_BLOCK = 1024  # about this many windows per block of whole examples
+_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @functools.lru_cache(maxsize=1)
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
+    return ThreadPoolExecutor(max_workers=_WORKERS)
 
 
 def _band_max(x: np.ndarray, width: int) -> np.ndarray:
@@ -132,8 +133,9 @@ def best_spans(start: np.ndarray, end: np.ndarray, max_answer_len: int) -> tuple
 def _best_end(start: np.ndarray, end: np.ndarray, rows: np.ndarray, i: np.ndarray, width: int):
     """(score, i, j) of the span of each row of ``rows`` from start ``i`` to its first best end in reach."""
     L = start.shape[1]
-    ends = np.minimum(i[:, None] + np.arange(width)[None, :], L - 1)
-    cand = np.where(i[:, None] + np.arange(width)[None, :] < L, end[rows[:, None], ends], -np.inf)
+    reach = i[:, None] + np.arange(width)[None, :]
+    # one flat take: several times faster than indexing with a pair of index arrays
+    cand = np.where(reach < L, end.ravel().take(rows[:, None] * L + np.minimum(reach, L - 1)), -np.inf)
     j = i + np.argmax(cand, axis=1)
     return start[rows, i] + end[rows, j], i, j
 
@@ -191,76 +193,71 @@ def decode(windows: WindowSet, start_logits: np.ndarray, end_logits: np.ndarray,
     if len(windows) != W or end_logits.shape != (W, L) or L > windows.input_ids.shape[1]:
         raise ValueError(f"logits of shape {start_logits.shape}/{end_logits.shape} do not fit "
                          f"{len(windows)} windows of {windows.input_ids.shape[1]} tokens")
-    offsets = windows.offsets[:, :L]
     in_ctx = windows.context_mask[:, :L]
-    # Row blocks in threads: NumPy releases the GIL on these array operations.
-
-    def per_window(b: slice):
-        s = np.where(in_ctx[b], start_logits[b], -np.inf)
-        e = np.where(in_ctx[b], end_logits[b], -np.inf)
-        if not nbest:
-            return best_spans(s, e, config.max_answer_len), None
-        grid = window_candidates(s, e, config.n_best_size, config.n_best_size, config.max_answer_len)
-        w, i, j, score = grid[:4]
-        w = w + b.start
-        flat = windows.offsets.reshape(-1, 2)  # offsets[w, t] is row w * max_seq_len + t
-        at = w * windows.offsets.shape[1]
-        cand = (windows.example_index[w].astype(np.int64), flat[at + i, 0].astype(np.int64),
-                flat[at + j, 1].astype(np.int64), w, score)
-        return _spans_from_grid(s, e, grid, config.max_answer_len), cand
-
-    blocks = [slice(a, min(a + _BLOCK, W)) for a in range(0, W, _BLOCK)]
-    parts = list(_pool().map(per_window, blocks))
-    score, i, j = (np.concatenate([p[0][n] for p in parts]) for n in range(3))
-
     n_ex, ex_of = len(examples), windows.example_index
-    order = np.lexsort((-score, ex_of))  # per example, its best window first
-    first = order[np.r_[True, ex_of[order][1:] != ex_of[order][:-1]]]
-    best_score = np.full(n_ex, -np.inf, np.float32)
-    best_span = np.full((n_ex, 2), -1, np.int64)
-    found = first[np.isfinite(score[first])]
-    best_score[ex_of[found]] = score[found]
-    best_span[ex_of[found]] = np.stack([offsets[found, i[found], 0], offsets[found, j[found], 1]], 1)
-    rows = np.arange(W)
-    null = start_logits[rows, windows.cls_index] + end_logits[rows, windows.cls_index]
-    null_score = np.full(n_ex, np.inf, np.float32)
-    np.minimum.at(null_score, ex_of, null)
-
-    predictions = {}
-    for n, (ex, (a, b)) in enumerate(zip(examples, best_span.tolist())):
-        if a < 0 or (config.null_threshold is not None and null_score[n] - best_score[n] > config.null_threshold):
-            predictions[ex.id] = ""
-            continue
-        if config.balance_marks:
-            a, b = balance_span(ex.context, a, b)
-        predictions[ex.id] = ex.context[a:b]
-    out = Decoded(predictions, best_score, best_span, null_score)
-    if nbest:
-        out.nbest_lists = _nbest(parts, ex_of, best_score, best_span, examples, config.n_best_size)
-    return out
-
-
-def _nbest(parts, ex_of: np.ndarray, best_score: np.ndarray, best_span: np.ndarray,
-           examples: Sequence[Example], n: int) -> NBest:
-    """The n-best lists from the blocks' candidates, ranked in threads over runs of whole examples.
-
-    Each example's list depends only on its own candidates; when the windows are in example order
-    (as ``build_windows`` makes them) so are the candidates, and runs of examples are independent.
-    """
-    cand = [np.concatenate([p[1][f] for p in parts]) for f in range(5)]
-    n_ex = len(examples)
-    cuts, at = [0, n_ex], [0, len(cand[0])]
+    # Blocks of whole examples in threads: NumPy releases the GIL on these array operations, and a block
+    # decodes its examples, n-best lists included, from its own windows. Several blocks come in a
+    # multiple of the threads, of equal size, so that the threads finish together.
     if np.all(ex_of[1:] >= ex_of[:-1]):
-        cuts = sorted({n_ex * q // 4 for q in range(5)})
-        at = np.searchsorted(cand[0], cuts)
+        blocks = 1 if W <= _BLOCK else _WORKERS * max(1, round(W / (_WORKERS * _BLOCK)))
+        firsts = group_starts(ex_of)  # a block starts where the example holding its first window starts
+        cuts = np.searchsorted(firsts, np.arange(blocks) * W // blocks, side="right") - 1
+        cuts = np.unique(np.r_[firsts[cuts], W])
+    else:  # windows out of example order: one block
+        cuts = np.array([0, W])
+    lows = np.r_[0, ex_of[cuts[1:-1]], n_ex].tolist()  # block q holds examples lows[q]:lows[q + 1]
+    cuts = cuts.tolist()
+    flat = windows.offsets.reshape(-1)  # character offsets, offsets[w, t] at 2 (w max_seq_len + t)
 
-    def run(q: int):
-        lo, hi, a, b = cuts[q], cuts[q + 1], at[q], at[q + 1]
-        ex, *rest = (x[a:b] for x in cand)
-        ex, *out = rank(ex - lo, *rest, best_score[lo:hi], best_span[lo:hi], n)
-        return ex + lo, *out
+    def per_block(q: int):
+        rows, lo, hi = slice(cuts[q], cuts[q + 1]), lows[q], lows[q + 1]
+        s = np.where(in_ctx[rows], start_logits[rows], -np.inf)
+        e = np.where(in_ctx[rows], end_logits[rows], -np.inf)
+        if nbest:
+            grid = window_candidates(s, e, config.n_best_size, config.n_best_size, config.max_answer_len)
+            score, i, j = _spans_from_grid(s, e, grid, config.max_answer_len)
+        else:
+            score, i, j = best_spans(s, e, config.max_answer_len)
+        ex = ex_of[rows] - lo
+        # per example, its best window first (ties: the first window); a stable sort of packed keys
+        order = np.argsort((ex.astype(np.int64) << 32) | descending(score), kind="stable")
+        firsts = group_starts(ex[order])
+        found = order[firsts[np.isfinite(score[order[firsts]])]]
+        best_score = np.full(hi - lo, -np.inf, np.float32)
+        best_span = np.full((hi - lo, 2), -1, np.int64)
+        best_score[ex[found]] = score[found]
+        at = 2 * (found + rows.start) * windows.offsets.shape[1]
+        best_span[ex[found]] = np.stack([flat.take(at + 2 * i[found]), flat.take(at + 2 * j[found] + 1)], 1)
+        cls = windows.cls_index[rows][order]
+        null = start_logits[rows][order, cls] + end_logits[rows][order, cls]  # each window's CLS score, by example
+        null_score = np.full(hi - lo, np.inf, np.float32)
+        null_score[ex[order[firsts]]] = np.minimum.reduceat(null, firsts) if len(firsts) else null  # the lowest
+        # The answers' texts too (Python objects, but made while the other threads' NumPy calls run).
+        empty = best_span[:, 0] < 0
+        if config.null_threshold is not None:
+            empty |= null_score - best_score > config.null_threshold
+        # [0, 0): the empty answer; two flat lists, not a small list per span (the garbage collector tracks those)
+        spans = zip(examples[lo:hi], *np.where(empty[:, None], 0, best_span).T.tolist())
+        if config.balance_marks:
+            spans = [(x, a, b) if a == b else (x, *balance_span(x.context, a, b)) for x, a, b in spans]
+        predictions = {x.id: x.context[a:b] for x, a, b in spans}
+        if not nbest:
+            return predictions, best_score, best_span, null_score, None
+        w, i, j, score = grid[:4]
+        w = w + rows.start
+        at = 2 * w * windows.offsets.shape[1]
+        ranked = rank(ex_of[w] - lo, flat.take(at + 2 * i), flat.take(at + 2 * j + 1), w, score,
+                      best_score, best_span, config.n_best_size)
+        return predictions, best_score, best_span, null_score, (ranked[0] + lo, *ranked[1:])
 
-    runs = list(_pool().map(run, range(len(cuts) - 1)))
-    ex, start, end, score, window, prob = (np.concatenate([r[f] for r in runs]) for f in range(6))
-    return NBest([x.id for x in examples], [x.context for x in examples],
-                 np.searchsorted(ex, np.arange(n_ex + 1)), start, end, score, window, prob)
+    parts = list(_pool().map(per_block, range(len(cuts) - 1)))
+    predictions = {}
+    for p in parts:
+        predictions.update(p[0])
+    out = Decoded(predictions, *(np.concatenate([p[f] for p in parts]) for f in (1, 2, 3)))
+    if nbest:
+        # the six columns joined in the threads: writing fresh memory (page faults) costs more than the copy
+        ex, start, end, score, window, prob = _pool().map(lambda f: np.concatenate([p[4][f] for p in parts]), range(6))
+        out.nbest_lists = NBest([x.id for x in examples], [x.context for x in examples],
+                                np.searchsorted(ex, np.arange(n_ex + 1)), start, end, score, window, prob)
+    return out

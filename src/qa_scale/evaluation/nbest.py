@@ -23,9 +23,10 @@ _FLOAT32_MIN = np.float32(np.finfo(np.float32).min)
 
 def descending(score: np.ndarray) -> np.ndarray:
     """float32 scores → int64 keys in [0, 2³²) whose ascending order is the scores' descending order."""
-    bits = (score.astype(np.float32) + np.float32(0)).view(np.uint32).astype(np.int64)  # −0.0 → +0.0
-    ascending = np.where(bits >= 1 << 31, (~bits) & 0xFFFFFFFF, bits | (1 << 31))
-    return 0xFFFFFFFF - ascending
+    bits = (score.astype(np.float32, copy=False) + np.float32(0)).view(np.int32)  # −0.0 → +0.0
+    # read unsigned, a negative float's bits already rise as it falls; a positive float's low 31 bits are
+    # flipped, so that they fall as it rises and stay below every negative float's
+    return (bits ^ (~(bits >> 31) & 0x7FFFFFFF)).view(np.uint32).astype(np.int64)
 
 
 def _narrow(index: np.ndarray, size: int) -> np.ndarray:
@@ -33,7 +34,7 @@ def _narrow(index: np.ndarray, size: int) -> np.ndarray:
     return index.astype(np.int32) if size < 1 << 31 else index
 
 
-def _top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _top_k_sorted(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Each row's k largest finite entries: (positions [W, k] ascending, values [W, k]), and the
     row's k-th largest and largest values (no entry left out is above the k-th).
 
@@ -43,7 +44,8 @@ def _top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     row sort, cheaper than a partition of these 384-wide rows) and give the positions in order.
     Rows with a tie at the threshold (rare) take ``argpartition``'s own choice, so the set is always
     the one it gives. Rows with fewer than k finite entries (a context shorter than k tokens) are
-    padded with position ``2 L`` (out of every start's reach) and value −inf.
+    padded with position ``2 L`` (out of every start's reach) and value −inf. ``_top_k`` gives the
+    same from less work; this serves the rows it does not settle.
     """
     W, L = x.shape
     k = min(k, L)
@@ -73,6 +75,61 @@ def _top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return pos, val, ranked[:, L - k], ranked[:, L - 1]
 
 
+_GROUPS = 4  # a row's columns j, j + L/4, j + L/2, j + 3L/4 form group j
+
+
+def _top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``_top_k_sorted(x, k)``, from the maxima of column groups instead of a sort of whole rows.
+
+    The k largest group maxima are k distinct entries, so the row's k-th largest value is at least
+    the k-th largest group maximum, and every entry at least the row's k-th largest lies in one of
+    those k groups. So the k-th value, the maximum and the entries at least the k-th come from the
+    4 k entries of those groups: two sorts of narrow rows (L/4 maxima, then 4 k entries) instead of
+    one of L entries, and a mask of 4 k entries instead of L. Laid out group member by member,
+    group by group, the candidates' positions ascend, so the kept ones come out in position order.
+    Rows that this does not settle (a tie at the k-th group maximum or at the k-th value, or fewer
+    than k groups holding a finite entry, as in a context shorter than k tokens) go to
+    ``_top_k_sorted``, which gives ``argpartition``'s pick there.
+    """
+    W, L = x.shape
+    k = min(k, L)
+    G = L // _GROUPS
+    if L % _GROUPS or G <= k:
+        return _top_k_sorted(x, k)
+    z = np.maximum(x[:, :G], x[:, G:2 * G])
+    for j in range(2, _GROUPS):
+        np.maximum(z, x[:, j * G:(j + 1) * G], out=z)
+    hit = z >= np.sort(z, axis=1)[:, G - k, None]
+    fast = np.ones(W, bool)
+    if np.count_nonzero(hit) > W * k:  # every row has at least k: a tie among group maxima, or a short context
+        fast = np.count_nonzero(hit, axis=1) == k
+        hit &= fast[:, None]
+    rows = np.flatnonzero(fast)
+    n = len(rows)
+    # flat index in x of member j of each chosen group g, as [row, j, g]: row L + g + j G
+    idx = (np.flatnonzero(hit).reshape(n, k) + (rows * (L - G))[:, None])[:, None, :]
+    idx = idx + G * np.arange(_GROUPS)[:, None]
+    val = x.ravel().take(idx.reshape(n, _GROUPS * k))
+    ranked = np.sort(val, axis=1)
+    top = val >= ranked[:, -k, None]
+    if np.count_nonzero(top) > n * k:  # a tie at the k-th value
+        ok = np.count_nonzero(top, axis=1) == k
+        top &= ok[:, None]
+        fast[rows[~ok]] = False
+        rows, ranked = rows[ok], ranked[ok]
+    flat = np.flatnonzero(top)
+    small = np.int16 if 2 * L < 1 << 15 else np.int32
+    pos = (idx.ravel().take(flat).reshape(len(rows), k) - (rows * L)[:, None]).astype(small)
+    out = (val.ravel().take(flat).reshape(len(rows), k), ranked[:, -k], ranked[:, -1])
+    if len(rows) == W:
+        return (pos, *out)
+    slow = np.flatnonzero(~fast)
+    full = np.empty((W, k), small), np.empty((W, k), np.float32), np.empty(W, np.float32), np.empty(W, np.float32)
+    for a, b, c in zip(full, (pos, *out), _top_k_sorted(x[slow], k)):
+        a[rows], a[slow] = b, c
+    return full
+
+
 def window_candidates(s: np.ndarray, e: np.ndarray, k: int, m: int, max_len: int):
     """Each window's best valid pairs among its top-k context starts × top-k context ends.
 
@@ -91,12 +148,13 @@ def window_candidates(s: np.ndarray, e: np.ndarray, k: int, m: int, max_len: int
     gap = pe[:, None, :] - ps[:, :, None]
     unsigned = np.uint16 if gap.dtype == np.int16 else np.uint32
     flat = np.flatnonzero(gap.view(unsigned) < min(max_len, np.iinfo(gap.dtype).max + 1))  # valid pairs only
-    w, pair = np.divmod(_narrow(flat, gap.size), k * k)
-    a, b = np.divmod(pair, k)
-    a += w * k
-    b += w * k
+    # flat = (w k + start) k + end: floor division by a constant is several times faster than np.divmod
+    flat = _narrow(flat, gap.size)
+    a = flat // k  # w k + start: the start's row in vs
+    w = a // k
+    b = flat - (a - w) * k  # w k + end: the end's row in ve
     w = w.astype(np.int64)
-    score = vs.ravel()[a] + ve.ravel()[b]
+    score = vs.ravel().take(a) + ve.ravel().take(b)  # take: faster than [] with int32 indices
     keep = score > -np.inf  # the padding of short rows
     per_window = np.bincount(w, minlength=W)
     crowded = np.flatnonzero(per_window > m)
@@ -107,17 +165,19 @@ def window_candidates(s: np.ndarray, e: np.ndarray, k: int, m: int, max_len: int
         floor[crowded] = ranked[(np.cumsum(per_window) - per_window)[crowded] + m - 1] & 0xFFFFFFFF
         keep &= desc <= floor[w]
     keep = np.flatnonzero(keep)
-    return w[keep], ps.ravel()[a[keep]].astype(np.int64), pe.ravel()[b[keep]].astype(np.int64), score[keep], bound
+    return (w[keep], ps.ravel().take(a[keep]).astype(np.int64), pe.ravel().take(b[keep]).astype(np.int64),
+            score[keep], bound)
 
 
-def _sorted_groups(keys: Sequence[np.ndarray], runs: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _sorted_groups(keys: Sequence[np.ndarray], runs: bool = False, groups: bool = True):
     """Sort rows by ``keys`` (non-negative integers, first key primary), ties by row index.
 
-    Returns the order and the positions (in that order) where the keys change. When the keys' bit
-    widths add up to at most 63 they are packed into one int64, several times faster to sort than
-    ``np.lexsort``: with ``runs`` (rows mostly in order already) by NumPy's stable sort, a timsort
-    that merges the runs; otherwise with the row index packed in as the last key by NumPy's SIMD
-    quicksort, deterministic as the packed keys are unique.
+    Returns the order and, with ``groups``, the positions (in that order) where the keys change.
+    When the keys' bit widths add up to at most 63 they are packed into one int64, several times
+    faster to sort than ``np.lexsort``: with ``runs`` (rows mostly in order already) by NumPy's
+    stable sort, a timsort that merges the runs; otherwise with the row index packed in as the
+    last key, sorted as values by NumPy's SIMD quicksort (twice as fast as its ``argsort``; the
+    packed keys are unique, so the order is deterministic) and read back from the low bits.
     """
     n = len(keys[0])
     widths = [max(int(k.max()).bit_length(), 1) if n else 1 for k in keys]
@@ -129,12 +189,15 @@ def _sorted_groups(keys: Sequence[np.ndarray], runs: bool = False) -> tuple[np.n
         index_bits = max(n - 1, 1).bit_length()
         if runs or sum(widths) + index_bits > 63:
             order = np.argsort(packed, kind="stable")
+            lead = packed[order] if groups else None
         else:
-            order = np.argsort((packed << index_bits) | np.arange(n))
-        lead = packed[order]
+            ranked = np.sort((packed << index_bits) | np.arange(n))
+            order, lead = ranked & ((1 << index_bits) - 1), (ranked >> index_bits if groups else None)
     else:
         order = np.lexsort(keys[::-1])
-        lead = np.stack([k[order] for k in keys], 1)
+        lead = np.stack([k[order] for k in keys], 1) if groups else None
+    if not groups:
+        return order, None
     change = np.any(lead[1:] != lead[:-1], axis=tuple(range(1, lead.ndim)))
     return order, np.flatnonzero(np.r_[True, change]) if n else order
 
@@ -156,7 +219,8 @@ def _softmax_groups(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
     for size in np.unique(sizes).tolist():
         idx = starts[sizes == size][:, None] + np.arange(size)
-        rows = np.exp(x[idx] - x[idx].max(axis=1, keepdims=True))
+        rows = x[idx]
+        rows = np.exp(rows - rows.max(axis=1, keepdims=True))
         out[idx] = rows / rows.sum(axis=1, keepdims=True)
     return out
 
@@ -210,17 +274,15 @@ def rank(cand_ex: np.ndarray, char_s: np.ndarray, char_e: np.ndarray, cand_w: np
     in score by span start, then end), then a grouped softmax. Returns (example, start, end, score,
     window, probability) arrays, by example, best first; window −1 marks the exact search's span.
     """
-    # Best copy of each (example, span): grouped by span, candidates in window order within it.
+    # Best copy of each (example, span): grouped by span, candidates in window order within it; the
+    # copy with the lowest (descending score, position) key, i.e. the first window among equals.
     order, starts = _sorted_groups([cand_ex, char_s, char_e - char_s], runs=True)
-    scores = cand_score[order]
-    sizes = np.diff(np.r_[starts, len(order)])
-    top = np.maximum.reduceat(scores, starts) if len(starts) else scores
-    at_top = np.flatnonzero(scores == np.repeat(top, sizes))
-    group = np.repeat(np.arange(len(starts)), sizes)[at_top]
-    keep = order[at_top[np.r_[True, group[1:] != group[:-1]]]] if len(at_top) else order
+    index_bits = max(len(order) - 1, 1).bit_length()
+    best = np.minimum.reduceat((descending(cand_score[order]) << index_bits) | np.arange(len(order)), starts)
+    keep = order[best & ((1 << index_bits) - 1)]
 
     # Each example's spans by score (ties: span order, i.e. the position in ``keep``).
-    by_score, _ = _sorted_groups([cand_ex[keep], descending(cand_score[keep])])
+    by_score, _ = _sorted_groups([cand_ex[keep], best >> index_bits], groups=False)
     keep = keep[by_score]
     ex = cand_ex[keep]
     first = group_starts(ex)
