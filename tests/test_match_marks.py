@@ -16,7 +16,10 @@ from qa_scale import synthetic
 from qa_scale.data.tokenization import build_char_vocab
 from qa_scale.data.window_store import load_windows
 from qa_scale.data.windows import MATCH_TYPE, WindowConfig, build_windows
+from qa_scale.inference import logits_store
 from qa_scale.modeling.model import ModelLoadError, check_inputs, extend_token_types, load_qa_model
+from qa_scale.serving.answering import logits_of
+from qa_scale.serving.readers import load_panel
 from qa_scale.training.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +85,14 @@ def test_a_reader_trained_with_marks_predicts_with_them(tmp_path):
              None, tmp_path)
     ws = load_windows(tmp_path / "store" / "windows")
     assert ws.config.mark_matches and (ws.token_type_ids == MATCH_TYPE).any()
+    # `answer` / `serve` read the same setting from the model's training config: the same marked windows
+    # and logits as the store (without the marks the trained type-2 row would not be read: other logits)
+    panel = load_panel([run / "model"], device="cpu")
+    assert panel.windows.mark_matches
+    store = logits_store.open_store(tmp_path / "store")
+    mine, start, end = logits_of(panel, store.examples)
+    assert np.array_equal(mine.token_type_ids, ws.token_type_ids)
+    assert np.allclose(start, store.logits(mmap=False)[0][:, :start.shape[1]], atol=1e-5)
 
     untyped = tmp_path / "untyped"  # the same weights without the third token type
     load_qa_model(None, tiny=TINY, vocab_size=3000, seed=0).save_pretrained(untyped)
