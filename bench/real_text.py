@@ -287,7 +287,8 @@ def run(args: argparse.Namespace) -> dict:
                             "--seq-len", args.mlm_seq_len, "--steps", args.mlm_steps, "--lr", args.mlm_lr,
                             "--batch-size", args.mlm_batch, "--seed", args.seed])
     summary = read_json(backbone / "summary.json")
-    result["backbone"] = {"folder": str(backbone), "reused": bool(args.backbone_from), "layers": layers, "hidden": hidden, "steps": summary["steps"],
+    result["backbone"] = {"folder": str(backbone), "reused": bool(args.backbone_from), "layers": layers,
+                          "hidden": hidden, "steps": summary["steps"],
                           "parameters": summary["parameters"]["total"], "samples_per_s": summary["samples_per_s"],
                           "train_seconds": summary["train_seconds"], "final": _last_train_row(backbone)}
     members, stores = {}, []

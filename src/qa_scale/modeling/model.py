@@ -223,8 +223,7 @@ def check_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, win
         ModelLoadError: naming both sizes.
     """
     check_vocab(model, tokenizer)
-    have = _token_type_embeddings(model).num_embeddings if windows.mark_matches else MATCH_TYPE + 1
-    if have <= MATCH_TYPE:
+    if windows.mark_matches and (have := _token_type_embeddings(model).num_embeddings) <= MATCH_TYPE:
         raise ModelLoadError(f"the windows mark question matches with token type {MATCH_TYPE} "
                              f"(data.windows.mark_matches) but the model has {have} token types: use a model "
                              "trained with mark_matches, or turn it off")
