@@ -35,7 +35,10 @@ def test_gpu_check_dry_run_measures_every_configuration(tmp_path, monkeypatch):
                          "zero2_fp16_mb4"}
     for r in runs.values():
         assert r["steps"] == 4 and r["tokens_per_s"] > 0 and r["peak_memory_gib"] > 0
-    assert runs["lora_zero2_bf16_mb4"]["parameters"]["trainable_percent"] < 2
+    # LoRA trains a small share: the word embeddings dominate, so the share depends on the vocabulary the
+    # script found (the real 21,128 entries beside the project, else a 3,000-character one it builds)
+    real_vocab = (ROOT.parent / "shared" / "data" / "bert-base-chinese-vocab.txt").exists()
+    assert runs["lora_zero2_bf16_mb4"]["parameters"]["trainable_percent"] < (2 if real_vocab else 10)
     assert runs["zero2_fp16_mb4"]["final_loss_scale"] is not None  # the fp16 run went through the loss scaler
     assert result["predict"]["windows_per_s"] > 0 and result["environment"]["dry_run"] is True
     assert "| zero3_bf16_mb4 | 4 |" in proc.stdout
