@@ -32,6 +32,38 @@ def save_reader(run: Path, tok_dir: Path, seed: int, windows: list[str] = WINDOW
     return run / "model"
 
 
+def refused(capsys, args: list, *needles) -> str:
+    """Run ``qa-scale ARGS`` in process: exit status 2, no traceback, every needle in the message."""
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert str(needle) in err, (needle, err)
+    return err
+
+
+def store_world(root: Path) -> dict:
+    """Sample data, a tokenizer, a tiny reader folder as `train` exports it, and two dev stores of it:
+    what the bad-input and contract tests run every command on."""
+    from qa_scale import data
+    from qa_scale.data.windows import WindowConfig
+    from qa_scale.inference.predict import predict_to_store
+
+    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=2, dev_paragraphs=4, test_paragraphs=2),
+                                root / "data")
+    tok = build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=2000)
+    model = load_qa_model(str(save_reader(root / "run", root / "tok", seed=0, windows=[
+        "data.windows.max_seq_len=64", "data.windows.max_question_len=16", "data.windows.doc_overlap=16"])))
+    dev = data.load(paths["squad_dev"], "lenient").examples
+    window = WindowConfig(max_seq_len=64, max_question_len=16, doc_overlap=16)
+    for name in ("s1", "s2"):
+        predict_to_store(model.eval(), tok, dev, window, root / name, model_info={"path": str(root / name / "m")},
+                         progress=False)
+    return {"root": root, "paths": paths, "tok": root / "tok", "model": root / "run" / "model",
+            "stores": [root / "s1", root / "s2"], "dev": dev}
+
+
 def make_readers(root: Path, seeds=(0, 1, 2)) -> dict:
     """Sample data, three tiny readers, their dev stores (`qa-scale predict`) and ensemble (`qa-scale ensemble`)."""
     paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=2, dev_paragraphs=8, test_paragraphs=2),

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from reader_runs import WINDOWS, make_readers, save_reader
 
-from qa_scale import data
+from qa_scale import data, synthetic
 from qa_scale.cli import main
+from qa_scale.common.inputs import InputError
 from qa_scale.data.batches import pad_width
 from qa_scale.data.tokenization import build_char_vocab
 from qa_scale.inference.forward import length_batches
@@ -32,6 +33,16 @@ def work(tmp_path_factory):
              for ex in work["sample"]]
     (work["root"] / "sample.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return work
+
+
+@pytest.fixture(scope="module")
+def one_reader(tmp_path_factory):
+    """One tiny reader, no dev store: for tests of the input and output handling only."""
+    root = tmp_path_factory.mktemp("one_reader")
+    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=1, dev_paragraphs=1, test_paragraphs=1),
+                                root / "data")
+    build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
+    return save_reader(root / "runs" / "m0", root / "tok", 0)
 
 
 def answers_of(out_file) -> dict[str, dict]:
@@ -149,7 +160,10 @@ def test_questions_json_and_interactive_modes(work, capsys):
     ('{"id": "x1", "context": "北京。"}', "line 2 (id x1): missing key 'question'"),
     ('{"id": "x2", "context": " ", "question": "哪？"}', "line 2 (id x2): the context is empty"),
     ('{"context": "北京。", "question": "哪？", "answer": 1}', "line 2: unknown key 'answer'"),
-    ("{not json", "line 2: not JSON"),
+    ("{not json", "line 2: invalid JSON at line 1 column 2"),
+    ('{"context": "北京。", "question": "\\ud800"}', "line 2: question: invalid text: a lone surrogate U+D800"),
+    ('{"context": 5, "question": "哪？"}', "line 2: the context must be a string, not int"),
+    ('{"context": "北京。", "question": "哪？", "id": ' + "9" * 5000 + "}", "line 2: a number of 5000 characters"),
     ('["a list"]', "line 2: expected an object"),
 ])
 def test_bad_jsonl_names_the_file_line_and_id(work, tmp_path, capsys, line, message):
@@ -168,12 +182,85 @@ def test_bad_context_and_flags_are_named(work, tmp_path, capsys):
              (["--context-file", str(tmp_path / "none.txt"), "--question", "?"], "context file not found"),
              (["--question", "谁？"], "give the paragraph with --context"),
              (["--context", "北京。", "--question", " "], "--question 1: the question is empty"),
-             (["--context", "   ", "--question", "谁？"], "--question 1: the context is empty"),
+             (["--context", "   ", "--question", "谁？"], "argument --context: the paragraph is empty"),
              (["--weights", "1,2", "--context", "北京。", "--question", "谁？"], "2 weights for 1 stores")]
     for flags, message in cases:
         assert main(["answer", model, *flags]) == 2, flags
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (flags, err)
+
+
+def jsonl(n: int, bad: dict[int, str] | None = None) -> str:
+    lines = [json.dumps({"id": f"q{k}", "context": "北京是中国的首都。", "question": "中国的首都是哪里？"},
+                        ensure_ascii=False) for k in range(1, n + 1)]
+    for k, line in (bad or {}).items():
+        lines[k - 1] = line
+    return "\n".join(lines) + "\n"
+
+
+def test_an_output_that_is_an_input_is_refused_before_any_work(one_reader, tmp_path, capsys, monkeypatch):
+    def no_loading(*_a, **_k):
+        raise AssertionError("the models were loaded before the outputs were checked")
+
+    monkeypatch.setattr("qa_scale.serving.readers.load_panel", no_loading)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(jsonl(3), encoding="utf-8")
+    assert main(["answer", str(one_reader), "--input", str(questions), "--output", str(questions)]) == 2
+    assert "is also an input of this command" in capsys.readouterr().err
+    assert questions.read_text(encoding="utf-8") == jsonl(3)
+    inside = one_reader / "answers.jsonl"
+    assert main(["answer", str(one_reader), "--input", str(questions), "--output", str(inside)]) == 2
+    assert "lies inside" in capsys.readouterr().err and not inside.exists()
+
+
+def test_an_old_output_stays_until_every_line_is_answered(one_reader, tmp_path, capsys, monkeypatch):
+    out, questions = tmp_path / "answers.jsonl", tmp_path / "q.jsonl"
+    out.write_text("old answers\n", encoding="utf-8")
+    args = ["answer", str(one_reader), "--input", str(questions), "--output", str(out)]
+    questions.write_text(jsonl(300, {3: '{"context": "北京。", "question": 7}'}), encoding="utf-8")
+    assert main(args) == 2
+    assert f"{questions} line 3 (id" not in capsys.readouterr().err  # no id on that line
+    assert out.read_text(encoding="utf-8") == "old answers\n"
+    questions.write_text(jsonl(300), encoding="utf-8")
+    real, calls = ask.answer, []
+
+    def stopped_after_one_chunk(*a, **k):  # SIGTERM while answering: main's handler raises SystemExit
+        calls.append(1)
+        if len(calls) == 2:
+            raise SystemExit(143)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ask, "answer", stopped_after_one_chunk)
+    with pytest.raises(SystemExit):
+        main(args)
+    assert len(calls) == 2 and out.read_text(encoding="utf-8") == "old answers\n"
+    monkeypatch.setattr(ask, "answer", real)
+    assert main(args) == 0
+    assert len(answers_of(out)) == 300
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.jsonl", "q.jsonl"]  # no staging left behind
+
+
+def test_a_bom_is_accepted_and_surrogates_never_reach_the_tokenizer(one_reader, tmp_path, capsys):
+    questions = tmp_path / "q.jsonl"
+    questions.write_bytes(b"\xef\xbb\xbf" + jsonl(2).encode("utf-8"))
+    assert main(["answer", str(one_reader), "--input", str(questions)]) == 0
+    assert [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == ["q1", "q2"]
+    panel = load_panel([one_reader], device="cpu")
+    with pytest.raises(InputError, match=r"argument --question 2: invalid text: a lone surrogate U\+DC00"):
+        ask.prepare("北京。", ["哪？", "\udc00"], None)
+    with pytest.raises(InputError, match=r"query 1: the question: invalid text"):
+        answer(panel, [Query("北京。", "哪\ud800")])
+    with pytest.raises(InputError, match="<stdin> line 2: invalid text"):
+        ask.run(panel, context="北京。", questions=[], stdin=io.StringIO("哪？\n\ud800\n"), stdout=io.StringIO())
+
+
+def test_stdin_that_is_not_utf8_is_named_by_its_line(one_reader, capsys, monkeypatch):
+    raw = "哪里？\n".encode("utf-8") + "首都在哪里？\n".encode("gbk")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
+    assert main(["answer", str(one_reader), "--context", "北京是中国的首都。"]) == 2
+    captured = capsys.readouterr()
+    assert "<stdin> line 2: not UTF-8 text" in captured.err and "Traceback" not in captured.err
+    assert captured.out.startswith("哪里？\n  → ")  # line 1 was answered before line 2 was read
 
 
 @pytest.mark.gpu

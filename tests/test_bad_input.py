@@ -12,13 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa_scale import synthetic
 from qa_scale.cli import main
-from qa_scale.data.tokenization import build_char_vocab
-from qa_scale.data.windows import WindowConfig
-from qa_scale.inference.predict import predict_to_store
-from qa_scale.modeling.model import load_qa_model
-from qa_scale.training.recipe import dump_recipe, load_recipe
+from reader_runs import refused, store_world
 
 WINDOWS = ["--max-seq-len", "64", "--max-question-len", "16", "--doc-overlap", "16"]
 
@@ -26,38 +21,7 @@ WINDOWS = ["--max-seq-len", "64", "--max-question-len", "16", "--doc-overlap", "
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """Sample data, a tokenizer, a tiny model folder as `train` exports it, and two dev stores."""
-    from qa_scale import data
-
-    root = tmp_path_factory.mktemp("bad")
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=2, dev_paragraphs=4, test_paragraphs=2),
-                                root / "data")
-    tok = build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=2000)
-    model = load_qa_model(None, tiny={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                      "intermediate_size": 64}, vocab_size=max(tok.get_vocab().values()) + 1,
-                          seed=0).eval()
-    model.save_pretrained(root / "run" / "model")
-    tok.save_pretrained(root / "run" / "model")
-    config = load_recipe(None, ["model.tiny={}", f"model.tokenizer={root / 'tok'}", "data.windows.max_seq_len=64",
-                                "data.windows.max_question_len=16", "data.windows.doc_overlap=16"])
-    (root / "run" / "config.yaml").write_text(dump_recipe(config), encoding="utf-8")
-    dev = data.load(paths["squad_dev"], "lenient").examples
-    window = WindowConfig(max_seq_len=64, max_question_len=16, doc_overlap=16)
-    for name in ("s1", "s2"):
-        predict_to_store(model, tok, dev, window, root / name, model_info={"path": str(root / name / "m")},
-                         progress=False)
-    return {"root": root, "paths": paths, "tok": root / "tok", "model": root / "run" / "model",
-            "stores": [root / "s1", root / "s2"]}
-
-
-def refused(capsys, args: list, *needles: str) -> str:
-    """Run `qa-scale ARGS` in process: exit status 2, no traceback, every needle in the message."""
-    code = main([str(a) for a in args])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert str(needle) in err, (needle, err)
-    return err
+    return store_world(tmp_path_factory.mktemp("bad"))
 
 
 def write(path: Path, obj) -> Path:
@@ -80,7 +44,7 @@ def test_windows_never_replaces_an_unrelated_folder(work, capsys, tmp_path):
     target.mkdir()
     write(target / "notes.txt", "keep")
     refused(capsys, ["windows", work["paths"]["squad_dev"], "--tokenizer", work["tok"], *WINDOWS, "--out", target],
-            target, "refusing to replace")
+            target, "refusing to write into it")
     assert (target / "notes.txt").read_text() == "keep"
     out = tmp_path / "win"
     assert main(["windows", str(work["paths"]["squad_dev"]), "--tokenizer", str(work["tok"]), *WINDOWS,
@@ -225,10 +189,12 @@ def test_wrong_format_flag_a_folder_and_deep_json(work, capsys, tmp_path):
             work["paths"]["squad_dev"], "not a hw7 file")
     refused(capsys, ["check-data", work["paths"]["hw7_dev"], "--format", "squad", "--tokenizer", work["tok"]],
             work["paths"]["hw7_dev"], "not a squad file")
-    refused(capsys, ["windows", tmp_path, "--tokenizer", work["tok"], "--out", tmp_path / "w"], tmp_path, "is a folder")
+    (tmp_path / "folder").mkdir()
+    refused(capsys, ["windows", tmp_path / "folder", "--tokenizer", work["tok"], "--out", tmp_path / "w"],
+            tmp_path / "folder", "is a folder")
     deep = write(tmp_path / "deep.json", "[" * 100_000 + "]" * 100_000)
-    refused(capsys, ["check-data", deep, "--tokenizer", work["tok"]], deep, "nested too deeply")
-    refused(capsys, ["evaluate", work["paths"]["squad_dev"], deep], deep, "nested too deeply")
+    refused(capsys, ["check-data", deep, "--tokenizer", work["tok"]], deep, "nested deeper than 100 levels")
+    refused(capsys, ["evaluate", work["paths"]["squad_dev"], deep], deep, "nested deeper than 100 levels")
     empty = write(tmp_path / "empty.json", {"data": [{"paragraphs": [{"context": " ", "qas": [GOOD_QA]}]}]})
     refused(capsys, ["windows", empty, "--tokenizer", work["tok"], "--out", tmp_path / "w2"], empty, "no example left")
 

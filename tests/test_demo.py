@@ -9,6 +9,8 @@ import json
 import pytest
 from cli_runs import qa_scale
 
+from qa_scale.common.outputs import MARKER
+
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
@@ -58,7 +60,7 @@ def test_the_demo_never_writes_into_a_foreign_folder(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     proc = qa_scale(["demo", "--out", tmp_path / "mine", *ARGS], None, tmp_path, check=False)
-    assert proc.returncode == 2 and "demo.json" in proc.stderr
+    assert proc.returncode == 2 and "not written by qa-scale" in proc.stderr
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
@@ -71,6 +73,7 @@ def test_a_stage_is_redone_when_its_command_or_inputs_change(tmp_path, monkeypat
         calls.append(args)
         run_dir = tmp_path / "run"
         run_dir.mkdir()
+        (run_dir / MARKER).write_text('{"kind": "train"}')  # as every run folder of ours holds
         (run_dir / "summary.json").write_text(json.dumps({"finished": args[-1] != "crash"}))
 
     monkeypatch.setattr(demo, "_qa_scale", fake_run)

@@ -172,3 +172,63 @@ def test_cli_handlers_are_short():
         if fn.end_lineno - fn.lineno > 25:
             long[cmd.name] = fn.end_lineno - fn.lineno
     assert not long, long
+
+
+# ---------------------------------------------------------------- one way out
+
+OUTPUT_LAYER = {PACKAGE / "common" / "outputs.py", PACKAGE / "common" / "transaction.py"}
+PRAGMA = "# output-layer:"  # a write the layer cannot route, with its reason on the same or the line above
+WRITERS = {"staged_dir", "atomic_open", "append_open"}  # blocks whose body may write into what they yield
+ANY_CALL = {"write_text", "write_bytes", "save_pretrained", "save_to_disk", "savefig", "save_checkpoint", "to_csv",
+            "to_parquet", "rmtree", "unlink", "mkdir", "makedirs", "mkdtemp", "mkstemp", "NamedTemporaryFile",
+            "copyfile", "copytree", "copy2", "move"}
+ON_MODULE = {("os", "replace"), ("os", "rename"), ("os", "remove"), ("shutil", "copy"), ("np", "save"),
+             ("np", "savez"), ("np", "savez_compressed"), ("numpy", "save"), ("torch", "save")}
+
+
+def _writes_a_file(call: ast.Call) -> bool:
+    fn = call.func
+    if isinstance(fn, ast.Name) and fn.id == "open":
+        mode = call.args[1] if len(call.args) > 1 else next((k.value for k in call.keywords if k.arg == "mode"), None)
+        return isinstance(mode, ast.Constant) and any(c in str(mode.value) for c in "wax+")
+    if isinstance(fn, ast.Attribute):
+        if fn.attr in ANY_CALL:
+            return True
+        return isinstance(fn.value, ast.Name) and (fn.value.id, fn.attr) in ON_MODULE
+    return False
+
+
+def unrouted_writes(path: Path) -> list[int]:
+    """Lines that write a file or folder outside a ``with staged_dir/atomic_open/append_open`` block,
+    without a pragma saying why."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    tree = ast.parse("\n".join(lines))
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With) and any(
+                isinstance(item.context_expr, ast.Call) and getattr(item.context_expr.func, "id",
+                                                                    getattr(item.context_expr.func, "attr", None))
+                in WRITERS for item in node.items):
+            inside.update(range(node.body[0].lineno, node.end_lineno + 1))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _writes_a_file(node) and node.lineno not in inside:
+            near = lines[node.lineno - 1] + (lines[node.lineno - 2] if node.lineno > 1 else "")
+            if PRAGMA not in near:
+                found.append(node.lineno)
+    return sorted(set(found))
+
+
+def test_every_write_goes_through_the_output_layer():
+    wrong = {str(p.relative_to(PACKAGE)): lines for p in modules().values()
+             if p not in OUTPUT_LAYER and (lines := unrouted_writes(p))}
+    assert not wrong, f"writes that bypass common/outputs.py (route them, or say why with {PRAGMA!r}): {wrong}"
+
+
+def test_the_write_check_catches_a_stray_write(tmp_path):
+    stray = tmp_path / "stray.py"
+    stray.write_text('def f(p, d, np):\n    open(p, "w").write("x")\n    d.mkdir()\n    np.save(p, 1)\n'
+                     '    with open(p) as fh:\n        fh.read()\n'
+                     '    with staged_dir(p, kind="x") as tmp:\n        np.save(tmp / "a.npy", 1)\n'
+                     '    d.unlink()  # output-layer: a reason\n')
+    assert unrouted_writes(stray) == [2, 3, 4]

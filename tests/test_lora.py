@@ -55,7 +55,7 @@ def zero3(workdir):
 
 def fresh_lora_model(workdir: Path):
     from qa_scale.modeling.model import load_qa_model
-    return apply_lora(load_qa_model(str(workdir / "backbone"), seed=0), LoraSection(r=4, dropout=0.0))
+    return apply_lora(load_qa_model(str(workdir / "backbone"), seed=0, new_head=True), LoraSection(r=4, dropout=0.0))
 
 
 @pytest.mark.distributed
@@ -116,7 +116,7 @@ def test_merged_model_gives_the_adapter_models_logits(workdir, zero3):
     from qa_scale.modeling.model import load_qa_model
 
     merged = AutoModelForQuestionAnswering.from_pretrained(workdir / "zero3" / "model").eval()
-    adapter = load_adapter_model(load_qa_model(str(workdir / "backbone"), seed=1), workdir / "zero3" / "adapter").eval()
+    adapter = load_adapter_model(load_qa_model(str(workdir / "backbone"), seed=1, new_head=True), workdir / "zero3" / "adapter").eval()
     tok = load_tokenizer(str(workdir / "zero3" / "model"))
     ws = build_windows(load(workdir / "data" / "squad_dev.json").examples[:6], tok,
                        WindowConfig(max_seq_len=128, max_question_len=32, doc_overlap=32))

@@ -100,7 +100,13 @@ def oracle_evaluate(predictions, references):
 
 
 def assert_matches_oracle(predictions, references):
-    scores = evaluate(predictions, references)
+    if not any(qid.strip() in predictions for qid in references):
+        # Nothing silent: predictions sharing no id with the references are refused, not scored 0.
+        with pytest.raises(ValueError, match="none of its"):
+            evaluate(predictions, references, allow_unanswerable=True)
+        return
+    # References without any answer are scored (0) only when asked; the oracle scores them so.
+    scores = evaluate(predictions, references, allow_unanswerable=True)
     o_em, o_f1, o_total, o_unanswered = oracle_evaluate(predictions, references)
     assert scores.total == o_total
     assert scores.total - scores.answered == o_unanswered
@@ -236,7 +242,7 @@ def test_references_as_pairs_keep_order_and_ids_are_stripped():
 def test_to_dict():
     scores = evaluate({"a": "红楼梦"}, {"a": ["红楼梦"]})
     d = scores.to_dict()
-    assert d == {"em": 100.0, "f1": 100.0, "total": 1, "answered": 1, "hw7_accuracy": None}
+    assert d == {"em": 100.0, "f1": 100.0, "total": 1, "answered": 1, "no_reference": 0, "hw7_accuracy": None}
     full = scores.to_dict(include_per_question=True)
     assert full["per_question"] == [
         {"id": "a", "prediction": "红楼梦", "references": ["红楼梦"], "em": 1.0, "f1": 1.0,

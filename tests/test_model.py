@@ -56,8 +56,10 @@ def test_tiny_overrides_and_missing_vocab():
 def test_masked_lm_checkpoint_loads_as_qa_model(tmp_path, caplog):
     mlm = build_mlm_model(tiny_bert_config(100), seed=1)
     mlm.save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"not in its weights \(qa_outputs.bias, qa_outputs.weight\).*backbone"):
+        load_qa_model(str(tmp_path), seed=0)  # to answer with: refused, its span head would be random
     with caplog.at_level(logging.INFO, logger="qa_scale.modeling.model"):
-        qa = load_qa_model(str(tmp_path), seed=0)
+        qa = load_qa_model(str(tmp_path), seed=0, new_head=True)  # to train from: the head is new
     assert type(qa).__name__ == "BertForQuestionAnswering"
     mlm_state, qa_state = mlm.state_dict(), qa.state_dict()
     encoder_keys = [k for k in qa_state if k.startswith("bert.")]
@@ -66,7 +68,7 @@ def test_masked_lm_checkpoint_loads_as_qa_model(tmp_path, caplog):
         assert torch.equal(qa_state[key], mlm_state[key]), key
     assert "newly initialised: qa_outputs.bias, qa_outputs.weight" in caplog.text
     assert qa.config._attn_implementation == "sdpa"
-    assert torch.equal(load_qa_model(str(tmp_path), seed=0).qa_outputs.weight, qa.qa_outputs.weight)
+    assert torch.equal(load_qa_model(str(tmp_path), seed=0, new_head=True).qa_outputs.weight, qa.qa_outputs.weight)
 
 
 def test_saved_qa_model_round_trips(tmp_path, caplog):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from qa_scale.common.outputs import MARKER
+
 from qa_scale import synthetic
 from qa_scale.synthetic import SampleConfig, generate, write_all, write_hw7, write_squad
 
@@ -63,8 +65,8 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
     c = write_all(SampleConfig(seed=12, **SMALL), tmp_path / "c")
     for key in a:
         assert a[key].read_bytes() != c[key].read_bytes(), key
-    # no temporary files are left behind by the atomic writes
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(p.name for p in a.values())
+    # no temporary files are left behind by the atomic writes; the marker says whose folder it is
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted([MARKER, *(p.name for p in a.values())])
 
 
 def test_generate_is_deterministic_in_memory() -> None:

@@ -97,9 +97,13 @@ def test_bad_requests_get_a_4xx_json_error(client, body, status, message):
 
 
 @pytest.mark.parametrize("content, headers, status, message", [
-    (b'{"context": "\xff\xfe", "questions": ["?"]}', {}, 400, "request body is not UTF-8 (byte 13)"),
-    (b'{"context": "x", "questions": [', {}, 400, "request body is not JSON"),
-    (b"", {}, 400, "request body is not JSON"),
+    (b'{"context": "\xff\xfe", "questions": ["?"]}', {}, 400, "request body: not UTF-8 text (line 1, byte 13"),
+    (b'{"context": "x", "questions": [', {}, 400, "request body: invalid JSON at line 1 column 32"),
+    (b"", {}, 400, "request body: empty"),
+    (b'{"context": "\\ud800", "questions": ["?"]}', {}, 400, "request body: context: invalid text: a lone surrogate"),
+    (b"[" * 100_000, {}, 400, "request body: nested deeper than 100 levels"),
+    (b'{"context": "x", "questions": ["?"], "nbest": 1e5000}', {}, 400, "request body: nbest: not a finite number"),
+    (b'{"context": "x", "questions": ["?"]}', {"content-type": "text/plain"}, 415, "send JSON with Content-Type"),
     (b"x" * 10_000_000, {}, 413, "request body of 10,000,000 bytes; the limit is 100,000"),
 ])
 def test_bodies_that_are_not_utf8_json_or_too_big(client, content, headers, status, message):
@@ -120,7 +124,8 @@ def test_a_streamed_body_is_cut_off_at_the_limit(client):
 
 
 def test_wrong_paths_and_methods_are_4xx_json(client):
-    assert client.get("/answer").status_code == 405
+    r = client.get("/answer")
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"] == "Method Not Allowed"
     r = client.get("/nowhere")
     assert r.status_code == 404 and r.json()["error"] == "Not Found"
 

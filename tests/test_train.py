@@ -339,7 +339,7 @@ def test_backbone_pretrains_and_loads_as_a_qa_model(workdir):
     rows = [json.loads(x) for x in (workdir / "bb" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 6 and 0 <= rows[-1]["acc"] <= 1
     mlm = AutoModelForMaskedLM.from_pretrained(workdir / "bb" / "model")
-    qa = load_qa_model(str(workdir / "bb" / "model"))
+    qa = load_qa_model(str(workdir / "bb" / "model"), new_head=True)
     assert (qa.bert.embeddings.word_embeddings.weight == mlm.bert.embeddings.word_embeddings.weight).all()
     from qa_scale.data.tokenization import (
         load_tokenizer,  # the tokenizer travels with the backbone

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 from . import data, inference, serving, training, workflows  # noqa: F401 - each module registers its commands
-from .common import COMMANDS
+from ..common.inputs import check_arguments
+from ..common.outputs import transaction
+from .common import COMMANDS, declare_io, is_main_rank
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,12 +27,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _on_sigterm(signum, _frame):
+    raise SystemExit(128 + signum)  # unwinds like an error: the transaction removes its staging
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command in a transaction (see ``common.outputs``); bad input or output paths exit 2."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     ok = False
     try:
-        code = COMMANDS[args.command].handler(args)
+        check_arguments({k: v for k, v in vars(args).items() if not k.startswith("_")})
+        with transaction(args.command, writer=is_main_rank()) as tx:
+            declare_io(args, tx)
+            code = COMMANDS[args.command].handler(args)
         ok = True
         return code
     except (ValueError, RuntimeError) as err:
@@ -38,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{err.filename}: " if err.filename else ""
         print(f"qa-scale {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"qa-scale {args.command}: interrupted; outputs left as they were", file=sys.stderr)
+        return 130
     finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
         if "torch.distributed" in sys.modules:  # only commands that ran a model joined a group
             from ..runtime import distributed
             distributed.leave(ok)

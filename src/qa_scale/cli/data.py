@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..common.settings import add_arguments, from_arguments
 from ..data.windows import STRATEGIES
-from .common import command, data_arguments, emit, json_arguments, windows_arguments
+from .common import (command, data_arguments, emit, input_arg, json_arguments, output_file, output_folder,
+                     positive_int, windows_arguments)
 
 
 def _check_data_arguments(p: argparse.ArgumentParser) -> None:
     data_arguments(p)
     windows_arguments(p)
-    p.add_argument("--max-answer-len", type=int, default=30,
+    p.add_argument("--max-answer-len", type=positive_int, default=30,
                    help="decoder limit in tokens; longer gold answers are counted (default: 30)")
     json_arguments(p)
 
@@ -36,7 +36,7 @@ def check_data(args: argparse.Namespace) -> int:
 def _windows_arguments(p: argparse.ArgumentParser) -> None:
     data_arguments(p)
     windows_arguments(p)
-    p.add_argument("--out", required=True, type=Path, help="folder to write")
+    output_folder(p, "--out", kind="windows", required=True, help="folder to write")
     p.add_argument("--strategy", choices=list(STRATEGIES), default="all",
                    help="all windows; one window per question with the answer at a random position; or that one "
                         "and one random window without the answer")
@@ -60,9 +60,11 @@ def windows(args: argparse.Namespace) -> int:
 
 
 def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", type=Path, help="the reference data file (HW7 or SQuAD style)")
-    p.add_argument("predictions", type=Path, help="{id: answer} JSON, or an ID,Answer CSV")
-    p.add_argument("--errors", type=Path, help="write a per-question JSONL here, errors first")
+    input_arg(p, "data", help="the reference data file (HW7 or SQuAD style)")
+    input_arg(p, "predictions", help="{id: answer} JSON, or an ID,Answer CSV")
+    output_file(p, "--errors", help="write a per-question JSONL here, errors first")
+    p.add_argument("--allow-unanswerable", action="store_true",
+                   help="score a file in which no question has an answer (each counts 0; the output says so)")
     json_arguments(p)
 
 
@@ -73,7 +75,8 @@ def evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.submit import read_predictions
 
     refs = data.load_references(args.data)
-    scores, warnings = metrics.score_file(read_predictions(args.predictions), refs, args.predictions)
+    scores, warnings = metrics.score_file(read_predictions(args.predictions), refs, args.predictions,
+                                          allow_unanswerable=args.allow_unanswerable)
     for warning in warnings:
         print(f"qa-scale evaluate: warning: {warning}", file=sys.stderr)
     if args.errors:
@@ -87,9 +90,9 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def _submit_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", type=Path, help="the test data file (its ids and their order)")
-    p.add_argument("predictions", type=Path, help="{id: answer} JSON")
-    p.add_argument("--out", required=True, type=Path, help="submission file to write (.csv or .json)")
+    input_arg(p, "data", help="the test data file (its ids and their order)")
+    input_arg(p, "predictions", help="{id: answer} JSON")
+    output_file(p, "--out", required=True, help="submission file to write (.csv or .json)")
     p.add_argument("--format", dest="sub_format", choices=["auto", "csv", "json"], default="auto",
                    help="csv: Kaggle ID,Answer; json: {id: answer}; auto: from --out's suffix, else the data's format")
 
@@ -97,18 +100,23 @@ def _submit_arguments(p: argparse.ArgumentParser) -> None:
 @command("submit", _submit_arguments, help="write a leaderboard file (Kaggle HW7 CSV or CMRC/DRCD JSON)")
 def submit(args: argparse.Namespace) -> int:
     from .. import data
-    from ..evaluation.submit import read_predictions, write_submission
+    from ..evaluation.submit import SubmissionError, read_predictions, write_submission
 
     refs = data.load_references(args.data)
-    write_submission(read_predictions(args.predictions), list(refs), args.out, args.sub_format, refs.format.submission)
+    try:
+        write_submission(read_predictions(args.predictions), list(refs), args.out, args.sub_format,
+                         refs.format.submission)
+    except SubmissionError as err:
+        raise SubmissionError(f"{args.predictions} against {args.data}: {err}") from None
     print(f"wrote {args.out} ({len(refs)} answers)")
     return 0
 
 
 def _vocab_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("corpus", type=Path, nargs="+", help="text files, one document per line")
-    p.add_argument("--out", required=True, type=Path, help="tokenizer folder to write (vocab.txt + tokenizer files)")
-    p.add_argument("--vocab-size", type=int, default=8000, help="upper bound on entries (default: 8000)")
+    input_arg(p, "corpus", nargs="+", help="text files, one document per line")
+    output_folder(p, "--out", kind="tokenizer", required=True,
+                  help="tokenizer folder to write (vocab.txt + tokenizer files); an existing one only if ours")
+    p.add_argument("--vocab-size", type=positive_int, default=8000, help="upper bound on entries (default: 8000)")
 
 
 @command("vocab", _vocab_arguments, help="build a character-level Chinese WordPiece vocabulary from a corpus")
@@ -123,7 +131,8 @@ def vocab(args: argparse.Namespace) -> int:
 def _sample_data_arguments(p: argparse.ArgumentParser) -> None:
     from ..synthetic.config import SampleConfig
 
-    p.add_argument("--out", required=True, type=Path, help="folder to write")
+    output_folder(p, "--out", kind="sample-data", required=True,
+                  help="folder to write (replaced as a whole; an existing one only if it holds sample data of ours)")
     add_arguments(p, SampleConfig, "sample settings")
 
 

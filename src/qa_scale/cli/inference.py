@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..common.settings import add_arguments, from_arguments, given
-from .common import command, data_arguments, emit
+from .common import command, data_arguments, emit, input_arg, output_folder
 
 
 def _batch_size(text: str) -> int | str:
@@ -21,9 +20,10 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
     from ..data.windows import WindowConfig
     from ..evaluation.decode import DecodeConfig
 
-    p.add_argument("model", type=Path, help="model directory, e.g. runs/x/model (exported by train)")
+    input_arg(p, "model", help="model directory, e.g. runs/x/model (exported by train)")
     data_arguments(p)
-    p.add_argument("--out", required=True, type=Path, help="logits store folder to write (replaced atomically)")
+    output_folder(p, "--out", kind="store", required=True,
+                  help="logits store folder to write (replaced atomically; an existing one only if it is a store)")
     p.add_argument("--tokenizer", help="vocab.txt, tokenizer directory or hub name (default: the model directory's own)")
     add_arguments(p, WindowConfig, "window settings (default: the model's training config, else the values below)")
     add_arguments(p, DecodeConfig, "decoding (default: the model's training config, else the values below)")
@@ -36,8 +36,7 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
                    help="dtype of the forward pass; bf16/fp16 for GPUs (default: fp32)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
                    help="auto: CUDA when torch has it (an error when GPUs are visible but unusable); cpu on purpose")
-    p.add_argument("--references", type=Path,
-                   help="score the predictions against this file's answers (EM/F1, HW7 accuracy)")
+    input_arg(p, "--references", help="score the predictions against this file's answers (EM/F1, HW7 accuracy)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -69,9 +68,10 @@ def _ensemble_arguments(p: argparse.ArgumentParser) -> None:
     from ..ensemble.options import EnsembleOptions
     from ..evaluation.decode import DecodeConfig
 
-    p.add_argument("stores", type=Path, nargs="*", help="logits stores (from `qa-scale predict`); with --recipe: "
-                                                        "optional, matched to its members by model path")
-    p.add_argument("--out", required=True, type=Path, help="folder to write (replaced as a whole, atomically)")
+    input_arg(p, "stores", nargs="*", help="logits stores (from `qa-scale predict`); with --recipe: optional, "
+                                           "matched to its members by model path")
+    output_folder(p, "--out", kind="ensemble", required=True,
+                  help="folder to write (replaced as a whole, atomically; an existing one only if it is an ensemble's)")
     add_arguments(p, EnsembleOptions, "members, weights and outputs")
     p.add_argument("--log-softmax", dest="combine", action="store_const", const="mean_log_softmax",
                    default=argparse.SUPPRESS, help="same as --combine mean_log_softmax")

@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import ipaddress
+import re
 
 from ..common.settings import add_arguments, from_arguments, given
-from .common import command
+from .common import command, input_arg, output_file
+
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
     return int(text)
+
+
+def _port(text: str) -> int:
+    """A TCP port, 1–65535."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 5 or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
+    return int(text)
+
+
+def _host(text: str) -> str:
+    """An IPv4 or IPv6 address or a host name (whether it is one of this machine's is checked when binding)."""
+    try:
+        if ":" in text:
+            ipaddress.IPv6Address(text)
+        elif re.fullmatch(r"[0-9.]+", text):
+            ipaddress.IPv4Address(text)
+        elif not (len(text) <= 253 and all(_LABEL.fullmatch(p) for p in text.removesuffix(".").split("."))):
+            raise ValueError("not a host name")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an IP address or a host name, got {text!r}") from None
+    return text
 
 
 def _reader_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,10 +45,10 @@ def _reader_arguments(p: argparse.ArgumentParser) -> None:
     from ..ensemble import rules
     from ..evaluation.decode import DecodeConfig
 
-    p.add_argument("models", nargs="*", type=Path, metavar="MODEL",
-                   help="model directories (runs/x/model), LoRA adapter directories (runs/x/adapter), or one "
-                        "ensemble recipe (ensemble/*.yaml); several: their logits are averaged over identical windows")
-    p.add_argument("--recipe", type=Path, help="ensemble recipe: its members' model directories and weights")
+    input_arg(p, "models", nargs="*", metavar="MODEL",
+              help="model directories (runs/x/model), LoRA adapter directories (runs/x/adapter), or one "
+                   "ensemble recipe (ensemble/*.yaml); several: their logits are averaged over identical windows")
+    input_arg(p, "--recipe", help="ensemble recipe: its members' model directories and weights")
     p.add_argument("--weights", help="comma-separated weights, one per MODEL (default: uniform, or the recipe's)")
     p.add_argument("--combine", choices=list(rules.RULES), help="combination rule (default: the recipe's, else "
                                                                  f"{rules.DEFAULT})")
@@ -51,11 +75,12 @@ def _panel(args: argparse.Namespace):
 def _answer_arguments(p: argparse.ArgumentParser) -> None:
     _reader_arguments(p)
     p.add_argument("--context", help="the paragraph")
-    p.add_argument("--context-file", type=Path, help="a UTF-8 file holding the paragraph")
+    input_arg(p, "--context-file", help="a UTF-8 file holding the paragraph")
     p.add_argument("--question", action="append", default=[], help="a question (repeatable); none: read one "
                                                                    "question a line from stdin")
-    p.add_argument("--input", type=Path, help='JSONL file, one {"context": ..., "question": ...} a line ("id" kept)')
-    p.add_argument("--output", type=Path, help="with --input: write the JSONL answers here (default: stdout)")
+    input_arg(p, "--input", help='JSONL file, one {"context": ..., "question": ...} a line ("id" kept)')
+    output_file(p, "--output", help="with --input: write the JSONL answers here (default: stdout); written "
+                                    "only when every line is answered, never over one of the inputs")
     p.add_argument("--nbest", action="store_true", help="also give each answer's n-best list")
     p.add_argument("--json", action="store_true", help="print JSON (one object; a JSON line per answer when "
                                                        "interactive)")
@@ -70,8 +95,9 @@ def answer(args: argparse.Namespace) -> int:
     from ..serving import ask
 
     context = ask.read_context(args.context, args.context_file)
+    records = ask.prepare(context, args.question, args.input)  # every line checked before the models load
     return ask.run(_panel(args), context=context, questions=args.question, input_path=args.input,
-                   output=args.output, nbest=args.nbest, as_json=args.json)
+                   output=args.output, nbest=args.nbest, as_json=args.json, records=records)
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,8 +105,9 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     from ..serving.limits import Limits
 
     _reader_arguments(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--host", type=_host, default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8000, help="port, 1-65535 (default: 8000; bound before the models "
+                                                             "load, so a port in use is refused at once)")
     add_arguments(p, Limits, "limits of one request")
     add_arguments(p, BatchSettings, "batching of concurrent requests")
 
@@ -91,9 +118,15 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
                      "GET /health; GET /info (readers and settings); GET / a page to paste a paragraph and ask. Models "
                      "are loaded once; concurrent requests share forward passes.")
 def serve(args: argparse.Namespace) -> int:
+    from ..serving.app import open_socket
     from ..serving.app import serve as run
     from ..serving.batcher import BatchSettings
     from ..serving.limits import Limits
 
-    run(_panel(args), args.host, args.port, from_arguments(Limits, args), from_arguments(BatchSettings, args))
+    limits, batching = from_arguments(Limits, args), from_arguments(BatchSettings, args)
+    sock = open_socket(args.host, args.port)  # a port in use is refused before the models load
+    try:
+        run(_panel(args), args.host, args.port, limits, batching, sock=sock)
+    finally:
+        sock.close()
     return 0

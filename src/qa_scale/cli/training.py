@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ..common.settings import add_arguments, from_arguments
-from .common import command, is_main_rank
+from .common import command, input_arg, is_main_rank, output_workdir
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", nargs="?", type=Path, help="YAML recipe (see launch/recipes/)")
+    input_arg(p, "recipe", nargs="?", help="YAML recipe (see launch/recipes/)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.lr=2e-5")
     p.add_argument("--resume", help="'auto' (newest committed checkpoint) or a checkpoint folder; same as run.resume=")
 
@@ -38,8 +37,9 @@ def train(args: argparse.Namespace) -> int:
 def _backbone_arguments(p: argparse.ArgumentParser) -> None:
     from ..training.backbone_options import BackboneOptions
 
-    p.add_argument("corpus", type=Path, help="text file, one document per line (e.g. sample-data's corpus.txt)")
-    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, logs, model/)")
+    input_arg(p, "corpus", help="text file, one document per line (e.g. sample-data's corpus.txt)")
+    output_workdir(p, "--out", kind="backbone", required=True,
+                   help="run folder (checkpoints, logs, model/): new, empty, or an earlier backbone run to resume")
     add_arguments(p, BackboneOptions, "backbone settings")
 
 

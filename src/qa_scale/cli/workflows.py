@@ -6,13 +6,15 @@ import argparse
 from pathlib import Path
 
 from ..common.settings import add_arguments, from_arguments
-from .common import command, emit
+from .common import command, emit, input_arg, output_workdir, positive_int
 
 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
     from ..workflows.demo_config import DemoConfig
 
-    p.add_argument("--out", type=Path, default=Path("demo"), help="folder to write (default: ./demo)")
+    output_workdir(p, "--out", kind="demo", default=Path("demo"),
+                   help="folder to write: new, empty or an earlier demo's, whose finished stages are reused "
+                        "(default: ./demo)")
     add_arguments(p, DemoConfig, "demo settings")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -36,18 +38,19 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def _compare_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", nargs="?", type=Path, help="YAML recipe both runs start from (needs data.dev_file)")
+    input_arg(p, "recipe", nargs="?", help="YAML recipe both runs start from (needs data.dev_file)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides for both runs")
-    p.add_argument("--out", required=True, type=Path, help="folder for the two runs and the comparison")
+    output_workdir(p, "--out", kind="compare", required=True,
+                   help="folder for the two runs and the comparison: new, empty or an earlier comparison's")
     p.add_argument("--lora-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override for the LoRA run only, e.g. optim.lr=3e-4 (repeatable)")
     p.add_argument("--full-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override for the full run only (repeatable)")
     p.add_argument("--launcher", default="",
                    help='prefix of each training command, e.g. "deepspeed --num_gpus 8" (default: one plain process)')
-    p.add_argument("--collect", nargs=2, type=Path, metavar=("FULL_RUN", "LORA_RUN"),
-                   help="compare these two finished run folders instead of training")
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    input_arg(p, "--collect", nargs=2, metavar=("FULL_RUN", "LORA_RUN"),
+              help="compare these two finished run folders instead of training")
+    p.add_argument("--bootstrap", type=positive_int, default=2000, help="bootstrap resamples (default: 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
 

@@ -20,13 +20,24 @@ T = TypeVar("T")
 
 
 def option(default: Any, help: str, *, ge: float | None = None, gt: float | None = None,  # noqa: A002
-           le: float | None = None, lt: float | None = None) -> Any:
+           le: float | None = None, lt: float | None = None, io: str | None = None) -> Any:
     """A dataclass field with a default, its documentation and (for numbers) its allowed range.
 
     The range is checked by :func:`check_fields`, which a dataclass calls in ``__post_init__``.
+    ``io`` marks a path setting as read (``"input"``) or written (``"file"``, ``"folder:KIND"``,
+    ``"workdir:KIND"``) by the command, for the output layer (see :func:`register_io`).
     """
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
-    return dataclasses.field(default=default, metadata={"help": help, **bounds})
+    return dataclasses.field(default=default, metadata={"help": help, **bounds, **({"io": io} if io else {})})
+
+
+def register_io(parser: argparse.ArgumentParser, dest: str, how: str) -> None:
+    """Record in ``parser``'s defaults that flag ``dest`` is a path the command reads or writes.
+
+    ``how``: ``"input"``, ``"file"``, ``"folder:KIND"`` or ``"workdir:KIND"``. The command's
+    transaction (``common.outputs``) notes the inputs and declares the outputs before any work.
+    """
+    parser.set_defaults(_qa_io={**(parser.get_default("_qa_io") or {}), dest: how})
 
 
 class FieldError(ValueError):
@@ -123,6 +134,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, group: str | None 
         else:
             target.add_argument(flag, dest=f.name, type=kind, choices=choices,
                                 default=argparse.SUPPRESS, help=help_text + default_note)
+        if "io" in f.metadata:
+            register_io(parser, f.name, f.metadata["io"])
 
 
 def given(args: argparse.Namespace, cls: type) -> dict:
@@ -136,4 +149,6 @@ def from_arguments(cls: type[T], args: argparse.Namespace, **overrides: Any) -> 
     values = {k: tuple(v) if isinstance(v, list) and typing.get_origin(base_type(hints[k])) is tuple else v
               for k, v in given(args, cls).items()}
     values.update(overrides)
-    return cls(**values)
+    obj = cls(**values)
+    check_fields(obj)  # types and declared ranges, for every settings class built from flags
+    return obj

@@ -2,7 +2,8 @@
 
 ``qa_scale.data.load`` / ``load_references`` are the entry points; ``formats`` holds the
 registered input formats, ``tokenization`` the tokenizers, ``windows`` the sliding windows,
-``window_store`` their Arrow cache, ``batches`` the engine's micro-batches.
+``window_store`` their Arrow cache, ``batches`` the engine's micro-batches; ``examples`` reads and
+validates a file, ``references`` reads its answers for scoring.
 """
 
 from .examples import (
@@ -11,15 +12,14 @@ from .examples import (
     Dataset,
     Example,
     Issue,
-    References,
     load,
     load_many,
-    load_references,
     read_json,
     read_records,
     validate,
 )
 from .records import DataError
+from .references import References, load_references
 
 __all__ = ["Answer", "DataError", "DataReport", "Dataset", "Example", "Issue", "References", "load",
            "load_many", "load_references", "read_json", "read_records", "validate"]

@@ -10,7 +10,6 @@ nearest occurrence wins), drops what is not, keeps everything else, and counts b
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -113,41 +112,60 @@ class Dataset:
         return self
 
 
-class References(dict):
-    """Example id → every reference answer text, in file order; ``format`` says how to score it."""
-
-    def __init__(self, answers: dict[str, list[str]], fmt: formats.DataFormat, path: str):
-        super().__init__(answers)
-        self.format, self.path = fmt, path
-
-    @property
-    def exact_accuracy(self) -> bool:
-        """Whether HW7-style exact accuracy is scored for this file."""
-        return self.format.exact_accuracy
-
-
 # ---------------------------------------------------------------- reading
 
 
+_TEXT_KEYS = frozenset({"context", "question", "question_text"})
+"""Keys whose text the validator judges per example (lone surrogates: refused naming the example in
+strict mode, the example dropped and counted in lenient mode); HW7 contexts are items of ``paragraphs``."""
+
+
 def read_json(path: str | Path) -> Any:
-    """A JSON file (UTF-8, with or without a BOM), or a :class:`DataError` naming the file."""
-    path = Path(path)
+    """A JSON data file read through the input layer (:func:`qa_scale.common.inputs.read_json`).
+
+    Every problem — missing, a folder, not UTF-8, invalid JSON, deep nesting, huge or non-finite
+    numbers, repeated keys — is a :class:`DataError` with the input layer's message, naming the file
+    and the line or key. Lone surrogates are refused
+    there too, except inside contexts and questions: those are left to the validator, which names
+    the example (strict) or drops it and counts it (lenient). Nowhere else may one pass.
+    """
+    import json
+
+    from ..common.inputs import InputError, check_document, read_text
+    from ..common.inputs import read_json as read_checked
+
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not a JSON file") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err})") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+        return read_checked(path)
+    except InputError as err:
+        if "lone surrogate" not in str(err):
+            raise DataError(str(err)) from None  # same message; callers of the data layer catch DataError
+    # Parsing passed every limit (repeated keys, numbers and constants are refused while parsing);
+    # only the walk over the document found a surrogate. Walk again with the per-example texts
+    # blanked: anything else (ids, answers, keys, depth, non-finite numbers) is still refused.
+    raw = json.loads(read_text(path))
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
-    except RecursionError:
-        raise DataError(f"{path}: JSON nested too deeply to be a data file") from None
+        check_document(_without_example_texts(raw), str(path))
+    except InputError as err:
+        raise DataError(str(err)) from None
+    return raw
+
+
+def _without_example_texts(doc: Any) -> Any:
+    """A copy of ``doc`` with the strings at :data:`_TEXT_KEYS` (and in ``paragraphs`` lists) blanked."""
+    top: list = [None]
+    stack: list[tuple[Any, Any, Any, bool]] = [(doc, top, 0, False)]  # (node, parent copy, slot, example text)
+    while stack:
+        node, parent, slot, text = stack.pop()
+        if isinstance(node, dict):
+            copy: Any = {}
+            stack += [(v, copy, k, k in _TEXT_KEYS) for k, v in node.items()]
+        elif isinstance(node, list):
+            copy = [None] * len(node)
+            stack += [(v, copy, i, slot == "paragraphs") for i, v in enumerate(node)]
+        else:
+            copy = "" if text and isinstance(node, str) else node
+        parent[slot] = copy
+    return top[0]
 
 
 def _surrogate(*texts: str) -> str | None:
@@ -196,7 +214,10 @@ def _clip(text: str, limit: int = 30) -> str:
 
 def _check_answer(context: str, text: Any, start: Any) -> tuple[Answer | None, str | None, bool]:
     """Validate one answer: (answer or None, problem or None, repaired?)."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        kind = "a number" if isinstance(text, (int, float)) and not isinstance(text, bool) else type(text).__name__
+        return None, f"bad answer text: {text!r} is {kind}, not a string", False
+    if not text.strip():
         return None, "empty answer: answer text is empty", False
     hint = start
     if isinstance(start, tuple):  # HW7 answer_end disagreeing with start + len(text) - 1
@@ -292,42 +313,6 @@ def load(path: str | Path, mode: Mode = "strict", fmt: str = "auto") -> Dataset:
     path = Path(path)
     found, records = read_records(path, fmt)
     return validate(records, path, found.name, mode)
-
-
-def load_references(path: str | Path, fmt: str = "auto", skip_bad: bool = False) -> References:
-    """Example id → every reference answer text, positions not checked.
-
-    Official evaluators score against all reference texts, including those whose
-    ``answer_start`` is wrong or missing, so evaluation reads them here rather than from
-    validated examples (which keep only answers they can locate).
-
-    Args:
-        path: the data file.
-        fmt: a registered format name or ``"auto"``.
-        skip_bad: leave out records that cannot be read and repeated ids (the first wins), as
-            lenient training does; by default they are an error, so that no score or submission
-            silently covers fewer questions than the file holds.
-
-    Raises:
-        DataError: an unreadable file, or (unless ``skip_bad``) records without an id's
-            question and context, or repeated ids, naming up to 10 of them.
-    """
-    found, records = read_records(path, fmt)
-    refs: dict[str, list[str]] = {}
-    bad: list[str] = []
-    n = 0
-    for rec in records:
-        n += 1
-        if rec.problem is not None or rec.id in refs:
-            bad.append(f"example {rec.id}: {rec.problem or 'duplicate id'}")
-            continue
-        refs[rec.id] = [text for text, _ in rec.answers if isinstance(text, str)]
-    if n == 0:
-        raise DataError(f"{path}: the file holds no questions")
-    if bad and not skip_bad:
-        shown = "; ".join(bad[:10]) + (f"; … and {len(bad) - 10} more" if len(bad) > 10 else "")
-        raise DataError(f"{path}: {len(bad)} question(s) cannot be scored or submitted: {shown}")
-    return References(refs, found, str(path))
 
 
 def load_many(paths: Iterable[str | Path], mode: Mode = "strict") -> tuple[list[Example], list[dict]]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
+
+from ..common.outputs import atomic_open, staged_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -23,25 +24,45 @@ class TokenizerError(ValueError):
     """A tokenizer that cannot be loaded or cannot make windows."""
 
 
-def _distinct_vocab_entries(vocab_file: Path) -> int:
-    return len(set(vocab_file.read_text(encoding="utf-8").splitlines()))
+def _vocab_text(vocab_file: Path) -> str:
+    """The text of a ``vocab.txt``, read through the input layer (errors name the file and line)."""
+    from ..common.inputs import read_text
+
+    return read_text(vocab_file, "vocabulary file")
 
 
 def _from_vocab_file(vocab_file: Path) -> PreTrainedTokenizerBase:
     from transformers import BertTokenizerFast
 
+    text = _vocab_text(vocab_file)
     # BertTokenizerFast's constructor argument for a vocabulary file differs between
     # transformers releases (and one silently ignores the other's); loading a directory that
-    # holds vocab.txt is the path every release shares.
+    # holds vocab.txt is the path every release shares. The text already read (BOM dropped) is
+    # written there, so the file is read once, through the input layer.
     with tempfile.TemporaryDirectory() as tmp:
-        shutil.copyfile(vocab_file, Path(tmp) / "vocab.txt")
+        (Path(tmp) / "vocab.txt").write_bytes(text.encode("utf-8"))  # output-layer: a private temporary folder
         tok = BertTokenizerFast.from_pretrained(tmp)
-    expected = _distinct_vocab_entries(vocab_file)
+    expected = len(set(text.splitlines()))
     if len(tok.get_vocab()) != expected:
         raise TokenizerError(
             f"{vocab_file}: loaded {len(tok.get_vocab())} vocabulary entries, expected {expected}"
         )
     return tok
+
+
+_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+
+
+def _check_tokenizer_dir(path: Path) -> None:
+    """Read a tokenizer folder's files through the input layer first, so that a damaged one is named
+    (file, line, key) instead of failing inside ``tokenizers`` with a message that names nothing."""
+    from ..common.inputs import read_json
+
+    for name in _TOKENIZER_JSON:
+        if (path / name).exists():  # a folder in its place is named too
+            read_json(path / name, "tokenizer file")
+    if (path / "vocab.txt").exists():
+        _vocab_text(path / "vocab.txt")
 
 
 def load_tokenizer(spec: str | os.PathLike) -> PreTrainedTokenizerBase:
@@ -57,17 +78,24 @@ def load_tokenizer(spec: str | os.PathLike) -> PreTrainedTokenizerBase:
     """
     from transformers import AutoTokenizer
 
+    from ..common.inputs import InputError
+    from ..common.outputs import note_input
+
     path = Path(spec)
     if not path.exists() and looks_local(str(spec)):  # not a hub name: no point asking the hub (and waiting)
         raise TokenizerError(f"tokenizer {str(spec)!r} not found: no such file or folder")
+    if path.exists():
+        note_input(path)  # a local tokenizer is an input: no output of this command may be or hold it
     try:
         if path.is_file():
             tok = _from_vocab_file(path)
         else:
+            if path.is_dir():
+                _check_tokenizer_dir(path)
             tok = AutoTokenizer.from_pretrained(str(spec), use_fast=True)
-    except TokenizerError:
+    except (TokenizerError, InputError):
         raise
-    except (OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - `tokenizers` raises bare Exceptions for damaged files
         where = "the local directory" if path.is_dir() else "a local file or directory, or a hub name in the local cache"
         raise TokenizerError(
             f"cannot load tokenizer {str(spec)!r} from {where}: {err}. "
@@ -76,6 +104,10 @@ def load_tokenizer(spec: str | os.PathLike) -> PreTrainedTokenizerBase:
         ) from None
     if not getattr(tok, "is_fast", False):
         raise TokenizerError(f"tokenizer {str(spec)!r} is not a fast tokenizer; windows need offset mappings")
+    if path.is_dir() and (tok.cls_token_id is None or tok.sep_token_id is None):
+        raise TokenizerError(f"{path}: the tokenizer loaded from this folder has no "
+                             f"{'[CLS]' if tok.cls_token_id is None else '[SEP]'} token (is its tokenizer_config.json "
+                             "or special_tokens_map.json missing or damaged?)")
     return tok
 
 
@@ -124,12 +156,11 @@ def build_char_vocab(corpus: Iterable[str], out_dir: str | os.PathLike, vocab_si
     room = vocab_size - len(SPECIAL_TOKENS)
     if room < 1:
         raise TokenizerError(f"vocab_size {vocab_size} leaves no room beside the {len(SPECIAL_TOKENS)} special tokens")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "vocab.txt", "w", encoding="utf-8") as fh:
-        fh.writelines(t + "\n" for t in [*SPECIAL_TOKENS, *entries[:room]])
-    tok = _from_vocab_file(out / "vocab.txt")
-    tok.save_pretrained(str(out))
+    with staged_dir(out_dir, kind="tokenizer") as tmp:  # an existing folder is replaced only if it is a vocab of ours
+        with atomic_open(tmp / "vocab.txt") as fh:
+            fh.writelines(t + "\n" for t in [*SPECIAL_TOKENS, *entries[:room]])
+        tok = _from_vocab_file(tmp / "vocab.txt")
+        tok.save_pretrained(str(tmp))
     return tok
 
 
@@ -152,9 +183,11 @@ def tokenizer_identity(tok: PreTrainedTokenizerBase) -> dict:
 
 def corpus_lines(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
     """The non-empty lines of text files, stripped, file after file (a corpus for a vocabulary)."""
+    from ..common.inputs import read_text
+
     for path in paths:
-        with open(path, encoding="utf-8") as fh:
-            yield from (line.strip() for line in fh if line.strip())
+        text = read_text(path, "corpus file")  # not UTF-8, a folder, missing: named with the line
+        yield from (line.strip() for line in text.splitlines() if line.strip())
 
 
 def looks_local(spec: str) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
-from ..common.files import staged_dir, write_json
+from ..common.outputs import staged_dir, write_json
 from .examples import Example
 from .tokenization import tokenizer_identity
 from .windows import Strategy, WindowConfig, WindowSet, build_windows
@@ -65,7 +65,7 @@ def save_windows(ws: WindowSet, out_dir: str | os.PathLike) -> Path:
     bars = datasets.utils.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # a bar per save is noise for sets this small and fast
     try:
-        with staged_dir(out, marker="windows.json") as tmp:  # replaces only a window folder of ours
+        with staged_dir(out, kind="windows") as tmp:  # replaces only a window folder of ours
             to_dataset(ws).save_to_disk(str(tmp / "arrow"))
             write_json(tmp / "windows.json", {
                 "config": dataclasses.asdict(ws.config), "strategy": ws.strategy, "pad_id": ws.pad_id,
@@ -79,9 +79,28 @@ def save_windows(ws: WindowSet, out_dir: str | os.PathLike) -> Path:
 
 def load_windows(path: str | os.PathLike) -> WindowSet:
     """Read a window set written by :func:`save_windows`."""
+    from ..common.inputs import InputError, read_json
+    from ..common.outputs import note_input
+
     path = Path(path)
-    meta = json.loads((path / "windows.json").read_text(encoding="utf-8"))
-    table = datasets.load_from_disk(str(path / "arrow")).data.table
+    meta_file = path / "windows.json"
+    meta = read_json(meta_file, "window set file")  # damaged JSON, surrogates…: named by the input layer
+    note_input(path / "arrow")
+    try:
+        table = datasets.load_from_disk(str(path / "arrow")).data.table
+        return _window_set(meta, table)
+    except InputError:
+        raise
+    except FileNotFoundError as err:
+        raise InputError(f"{path / 'arrow'}: window data missing ({err.filename or err}); the window set is "
+                         "damaged: make it again") from None
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError, OSError, pa.ArrowException) as err:
+        raise InputError(f"{path}: damaged window set ({type(err).__name__}: {err}); make it again") from None
+
+
+def _window_set(meta: dict, table: pa.Table) -> WindowSet:
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise ValueError("windows.json has no 'config' mapping")
     config = WindowConfig(**meta["config"])
     lengths = pa.compute.list_value_length(table["input_ids"]).to_numpy(zero_copy_only=False).astype(np.int32)
     L = config.max_seq_len

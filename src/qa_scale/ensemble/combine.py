@@ -17,6 +17,7 @@ predictions exactly.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -47,22 +48,43 @@ def check_compatible(stores: Sequence[Store]) -> None:
 
 
 def parse_weights(text: str, n: int) -> list[float]:
-    """``"0.5,0.3,0.2"`` → floats, one per store."""
+    """``"0.5,0.3,0.2"`` → floats, one per store: finite, ≥ 0 and not all 0 (see :func:`normalise`)."""
     try:
         weights = [float(w) for w in text.split(",")]
     except ValueError:
         raise EnsembleError(f"--weights must be comma-separated numbers, got {text!r}") from None
     if len(weights) != n:
-        raise EnsembleError(f"{len(weights)} weights for {n} stores")
+        raise EnsembleError(f"--weights: {len(weights)} weights for {n} stores")
+    check_weights(weights, "--weights")
     return weights
 
 
+def check_weights(weights: Sequence[float], where: str) -> None:
+    """Refuse weights that make no mean: a non-finite or negative one (named), or all of them 0."""
+    for k, w in enumerate(weights):
+        if isinstance(w, bool) or not isinstance(w, (int, float, np.floating, np.integer)):
+            raise EnsembleError(f"{where}: weights must be numbers; weight {k + 1} is {w!r}")
+        if not math.isfinite(w) or w < 0:
+            raise EnsembleError(f"{where}: weights must be finite numbers ≥ 0; weight {k + 1} is {w!r}")
+    if not any(w > 0 for w in weights):
+        raise EnsembleError(f"{where}: weights must be ≥ 0 and not all 0, got {list(weights)}")
+
+
 def normalise(weights: Sequence[float] | None, n: int) -> np.ndarray:
-    """Weights on the simplex (uniform when None); negative, non-finite or all-zero weights are refused."""
-    w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, np.float64)
-    if w.shape != (n,) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-        raise EnsembleError(f"weights must be {n} finite numbers ≥ 0, not all 0; got {list(np.atleast_1d(w))}")
-    return w / w.sum()
+    """Weights on the simplex (uniform when None); negative, non-finite or all-zero weights are refused.
+
+    The weights are divided by the largest first, so no sum overflows (``1e308,1e308`` is ``0.5,0.5``)
+    and none underflows to nothing (``5e-324,5e-324`` is ``0.5,0.5`` too); the sum is exact (``fsum``).
+    """
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    weights = list(np.atleast_1d(np.asarray(weights, dtype=object)))
+    if len(weights) != n:
+        raise EnsembleError(f"weights must be one per member: {len(weights)} weights for {n} members")
+    check_weights(weights, "weights")
+    w = np.asarray(weights, np.float64)
+    w = w / w.max()  # every value now in [0, 1], the largest exactly 1
+    return w / math.fsum(w)
 
 
 def add_member(acc: np.ndarray, block: np.ndarray, weight: np.float32, rule: rules.CombineRule) -> None:

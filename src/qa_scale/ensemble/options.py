@@ -16,15 +16,18 @@ class EnsembleOptions:
     """How ``qa-scale ensemble`` chooses members and weights, scores and writes."""
 
     weights: str | None = option(None, "comma-separated weights, one per store (normalised to sum 1; default: uniform)")
-    recipe: Path | None = option(None, "ensemble recipe YAML (ensemble/*.yaml): members, weights, combination rule")
+    recipe: Path | None = option(None, "ensemble recipe YAML (ensemble/*.yaml): members, weights, combination rule",
+                                 io="input")
     combine: str | None = option(None, f"combination rule: {', '.join(rules.RULES)} (default: the recipe's, "
                                        f"else {rules.DEFAULT})")
-    references: Path | None = option(None, "data file with answers: score the ensemble and every member")
+    references: Path | None = option(None, "data file with answers: score the ensemble and every member",
+                                     io="input")
     search_weights: bool = option(False, "search weights on --references (scipy SLSQP on the simplex, held-out "
                                           "check) and write a recipe")
-    holdout: float = option(0.3, "fraction of reference examples held out of the search")
+    holdout: float = option(0.3, "fraction of reference examples held out of the search", gt=0, lt=1)
     search_metric: Literal["f1", "em"] = option("f1", "metric that decides between searched and uniform weights")
-    recipe_out: Path | None = option(None, "where --search-weights writes the recipe (default: OUT/recipe.yaml)")
+    recipe_out: Path | None = option(None, "where --search-weights writes the recipe (default: OUT/recipe.yaml)",
+                                     io="file")
     nbest: bool = option(True, "also write the n-best lists (--no-nbest is faster)")
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from ..common.files import staged_dir, write_json
+from ..common.outputs import staged_dir, write_json
 from ..data import load_references
 from ..evaluation import metrics, submit
 from ..evaluation.decode import DecodeConfig
@@ -64,6 +64,9 @@ def run_ensemble(stores: list[Path], out: Path, opts: EnsembleOptions, decoding:
     refs = load_references(opts.references) if opts.references else None
     if opts.search_weights and refs is None:
         raise EnsembleError("--search-weights needs --references (dev data with answers)")
+    if refs is not None:  # before any work: references of another file, or without answers, score nothing
+        metrics.check_scorable(members[0].windows.example_ids, refs,
+                               predictions_from=", ".join(str(m.path) for m in members))
     names, summary = member_names(members), {}
     found = None
     if opts.search_weights:
@@ -97,7 +100,7 @@ def _write(out: Path, summary: dict, result, members: list[Store], names: list[s
     """Write the whole output folder staged, then commit it at once (a recipe outside it after)."""
     ids, preds = result.example_ids, result.decoded.predictions
     files = {}
-    with staged_dir(out, marker=MARKER) as tmp:
+    with staged_dir(out, kind="ensemble") as tmp:
         files["predictions"] = submit.write_prediction_json(preds, ids, tmp / "predictions.json").name
         if result.decoded.nbest is not None:
             files["nbest"] = write_json(tmp / "nbest.json", result.decoded.nbest, indent=None).name

@@ -9,6 +9,7 @@ one to a member through the model path recorded in the store. The format is docu
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Sequence
 
 import yaml
 
-from ..common.files import atomic_open
+from ..common.outputs import atomic_open
 from ..common.settings import unknown_key_message
 from ..inference.logits_store import Store, open_store
 from . import rules
@@ -62,28 +63,32 @@ def _combine(raw: dict, path: Path) -> str:
     if "combine" in raw and "log_softmax" in raw:
         raise EnsembleError(f"{path}: give combine or log_softmax, not both")
     name = raw.get("combine") or ("mean_log_softmax" if raw.get("log_softmax") else rules.DEFAULT)
-    if name not in rules.RULES:
+    if not isinstance(name, str) or name not in rules.RULES:
         raise EnsembleError(f"{path}: unknown combine rule {name!r}; registered: {', '.join(rules.RULES)}")
     return name
 
 
 def load_recipe(path: str | os.PathLike) -> EnsembleRecipe:
-    """Read and validate a recipe.
+    """Read and validate a recipe (through :mod:`qa_scale.common.inputs`: UTF-8 YAML, a mapping).
 
     Raises:
-        EnsembleError: unreadable YAML, unknown keys, no members, a member without a store
-            or model, or a weight that is not a number ≥ 0.
+        EnsembleError: an unreadable file or YAML, a top level that is not a mapping, unknown keys,
+            no members, a member without a store or model, a name/store/model that is not text, or a
+            weight that is not a finite number ≥ 0 (or all of them 0); every message names the recipe.
     """
+    from ..common.inputs import InputError, read_mapping
+
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise EnsembleError(f"ensemble recipe not found: {path}") from None
-    except yaml.YAMLError as err:
-        raise EnsembleError(f"{path}: invalid YAML: {err}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("members"), list) or not raw["members"]:
+        raw = read_mapping(path, "ensemble recipe")
+    except InputError as err:
+        raise EnsembleError(str(err)) from None
+    if not isinstance(raw.get("members"), list) or not raw["members"]:
         raise EnsembleError(f"{path}: needs a non-empty list 'members'")
     _refuse_unknown(raw, KEYS, str(path))
+    for key in ("found_by", "scores"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise EnsembleError(f"{path}: {key} must be a mapping, got {raw[key]!r}")
     members = []
     for n, m in enumerate(raw["members"]):
         where = f"{path}: member {n + 1}"
@@ -91,13 +96,17 @@ def load_recipe(path: str | os.PathLike) -> EnsembleRecipe:
             raise EnsembleError(f"{where}: expected a mapping with {', '.join(MEMBER_KEYS)}")
         _refuse_unknown(m, MEMBER_KEYS, where)
         weight = m.get("weight")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            raise EnsembleError(f"{where}: weight must be a number ≥ 0, got {weight!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                or not weight >= 0:
+            raise EnsembleError(f"{where}: weight must be a number ≥ 0 (finite), got {weight!r}")
+        for key in ("name", "store", "model"):
+            if m.get(key) is not None and not isinstance(m[key], str):
+                raise EnsembleError(f"{where}: {key} must be text (a name or a path), got {m[key]!r}")
         if not m.get("store") and not m.get("model"):
             raise EnsembleError(f"{where}: give its store, its model, or both")
         name = str(m.get("name") or Path(str(m.get("model") or m["store"])).parent.name or f"member{n + 1}")
         members.append(Member(name, float(weight), m.get("store"), m.get("model")))
-    if sum(m.weight for m in members) <= 0:
+    if not any(m.weight > 0 for m in members):
         raise EnsembleError(f"{path}: all weights are 0")
     return EnsembleRecipe(members, _combine(raw, path), raw.get("found_by") or {}, raw.get("scores") or {})
 

@@ -34,7 +34,7 @@ from ..evaluation.decode import DecodeConfig
 from ..evaluation.metrics import evaluate
 from ..inference.logits_store import Store, nonfinite_windows
 from . import rules
-from .combine import EnsembleError, check_compatible, ensemble
+from .combine import EnsembleError, check_compatible, ensemble, normalise
 
 log = logging.getLogger(__name__)
 METHOD = "scipy.optimize.minimize(method='SLSQP') on the simplex (bounds [0, 1], sum 1)"
@@ -147,7 +147,10 @@ def search_weights(stores: Sequence[Store], references: Mapping[str, list[str]],
                    constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}],
                    options={"maxiter": 200, "ftol": 1e-9})
     searched = np.clip(res.x, 0.0, None)
-    searched = searched / searched.sum()
+    if not np.all(np.isfinite(searched)) or not searched.max() > 0:
+        raise EnsembleError(f"the weight search ended with no usable weights ({res.x.tolist()}; {res.message}): "
+                            "nothing was written")
+    searched = normalise(searched, K)
 
     def scored(weights, members=None) -> dict:
         preds = ensemble(members or stores, weights, rule, decode_config, nbest=False).decoded.predictions

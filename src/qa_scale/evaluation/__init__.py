@@ -1,2 +1,3 @@
-"""The end of the data flow: window logits → answers (``decode``) → scores (``metrics``) and
-leaderboard files (``submit``); ``oracle`` and ``baselines`` are the ceiling and the floor."""
+"""The end of the data flow: window logits → answers (``decode``) → scores (``metrics``, on the CMRC
+segmentation of ``segmentation``) and leaderboard files (``submit``); ``oracle`` and ``baselines``
+are the ceiling and the floor."""

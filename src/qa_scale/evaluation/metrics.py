@@ -12,17 +12,13 @@ The scores reproduce the semantics of the official ``cmrc2018_evaluate.py``:
 * Corpus scores are percentages averaged over *all* reference questions; a question
   without a prediction scores 0 and is counted as unanswered.
 
-NLTK offline fallback:
-    The official script calls ``nltk.word_tokenize``, which loads the English Punkt
-    sentence model from the ``punkt_tab`` data package. That package is not part of the
-    ``nltk`` wheel and cannot be downloaded on machines without network access. When
-    ``nltk.data.find('tokenizers/punkt_tab/english/')`` fails, this module falls back to
-    the same two-stage pipeline with an *untrained* ``PunktSentenceTokenizer`` (no
-    abbreviation list, no learned collocations) followed by ``NLTKWordTokenizer`` -- the
-    tokenizer ``word_tokenize`` itself uses. The two differ only where a period inside a
-    non-Chinese run would be judged a sentence end by one model and not the other
-    (e.g. ``"mr. smith"``), which changes scores only in such rare answers. Use
-    :func:`tokenizer_backend` to report which one was used.
+Nothing silent: scoring that cannot mean anything is refused rather than reported as 0 —
+predictions that share no id with the references (the wrong file), and references in which no
+question has an answer (a test split) unless ``allow_unanswerable`` says so, in which case the
+scores count those questions (``no_reference``).
+
+The segmentation (the punctuation list, NLTK words and their offline fallback) is in
+:mod:`.segmentation`; its public names are re-exported here.
 
 The HW7 accuracy (NTU ML 2023 homework 7) is a separate, stricter metric: the prediction
 must equal the first reference character for character, with no normalisation at all.
@@ -32,18 +28,28 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..common.files import atomic_open
+from ..common.outputs import atomic_open
+from .segmentation import (
+    PUNCTUATION,
+    mixed_segmentation,
+    remove_punctuation,
+    segments,
+    tokenizer_backend,
+    word_tokenize,
+)
+from .segmentation import is_cjk as _is_cjk  # noqa: F401 - the old private names, for their callers
+from .segmentation import select_tokenizer as _select_tokenizer  # noqa: F401
 
 __all__ = [
     "PUNCTUATION",
     "QuestionScore",
     "Scores",
+    "check_scorable",
     "evaluate",
     "exact_match",
     "f1",
@@ -53,120 +59,6 @@ __all__ = [
     "word_tokenize",
     "write_error_file",
 ]
-
-# The official evaluator's list, in its order. '……' is two characters long, so the
-# per-character membership test never matches it; it stays for fidelity with the script.
-PUNCTUATION: tuple[str, ...] = (
-    "-", ":", "_", "*", "^", "/", "\\", "~", "`", "+", "=",
-    "，", "。", "：", "？", "！", "“", "”", "；", "’", "《", "》", "……", "·", "、",
-    "「", "」", "（", "）", "－", "～", "『", "』",
-)  # fmt: skip
-# A set gives the same answers as the list for single characters, only faster.
-_PUNCT_CHARS = frozenset(PUNCTUATION)
-
-
-def _is_cjk(char: str) -> bool:
-    """Return whether ``char`` matches the official regex ``[\\u4e00-\\u9fa5]``.
-
-    A range comparison on one character is equivalent to that regex search and avoids
-    the regex engine in the innermost loop.
-    """
-    return "\u4e00" <= char <= "\u9fa5"
-
-
-@functools.lru_cache(maxsize=None)
-def _select_tokenizer() -> tuple[str, Callable[[str], list[str]]]:
-    """Choose the NLTK word tokenizer once per process (see the module docstring)."""
-    # Imported lazily: nltk takes a noticeable time to import and most users of this
-    # package import metrics only to evaluate at the end of a run.
-    import nltk
-    from nltk.tokenize import NLTKWordTokenizer
-    from nltk.tokenize.punkt import PunktSentenceTokenizer
-
-    try:
-        nltk.data.find("tokenizers/punkt_tab/english/")
-    except LookupError:
-        sentence_splitter = PunktSentenceTokenizer()
-        word_splitter = NLTKWordTokenizer()
-
-        def fallback(text: str) -> list[str]:
-            # Same structure as nltk.word_tokenize: split into sentences, then words.
-            return [
-                token
-                for sentence in sentence_splitter.tokenize(text)
-                for token in word_splitter.tokenize(sentence)
-            ]
-
-        return "fallback", fallback
-    return "punkt_tab", nltk.word_tokenize
-
-
-def tokenizer_backend() -> str:
-    """Return ``"punkt_tab"`` if ``nltk.word_tokenize`` is used, else ``"fallback"``."""
-    return _select_tokenizer()[0]
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _tokenize_cached(text: str) -> tuple[str, ...]:
-    # Non-Chinese runs repeat a lot (years, numbers, names), and NLTK's regex pipeline is
-    # the slowest part of scoring, so memoise it. Tuples keep cached values immutable.
-    return tuple(_select_tokenizer()[1](text))
-
-
-def word_tokenize(text: str) -> list[str]:
-    """Tokenize a non-Chinese run of text the way the official evaluator does.
-
-    Args:
-        text: A run of characters that contains no CJK ideograph and no punctuation
-            from :data:`PUNCTUATION`.
-
-    Returns:
-        The NLTK word tokens of ``text`` (an empty list for whitespace-only text).
-    """
-    return list(_tokenize_cached(text))
-
-
-def mixed_segmentation(s: object, rm_punc: bool = False) -> list[str]:
-    """Split text into CJK characters, punctuation characters and NLTK words.
-
-    Args:
-        s: The text; converted with ``str()`` as the official script does.
-        rm_punc: Drop characters of :data:`PUNCTUATION` instead of keeping them as
-            segments.
-
-    Returns:
-        The list of segments, in order.
-    """
-    return list(_segments(str(s), rm_punc))
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _segments(s: str, rm_punc: bool) -> tuple[str, ...]:
-    # Reference answers are segmented once per prediction compared with them and many
-    # predictions repeat, so caching whole segmentations is cheap and pays off.
-    text = s.lower().strip()
-    out: list[str] = []
-    buffer: list[str] = []
-    for char in text:
-        if char in _PUNCT_CHARS:
-            if rm_punc:
-                continue
-        elif not _is_cjk(char):
-            buffer.append(char)
-            continue
-        # A CJK or punctuation character ends the pending non-Chinese run.
-        if buffer:
-            out.extend(_tokenize_cached("".join(buffer)))
-            buffer.clear()
-        out.append(char)
-    if buffer:
-        out.extend(_tokenize_cached("".join(buffer)))
-    return tuple(out)
-
-
-def remove_punctuation(s: object) -> str:
-    """Lower-case and strip ``s`` and drop every character of :data:`PUNCTUATION`."""
-    return "".join(c for c in str(s).lower().strip() if c not in _PUNCT_CHARS)
 
 
 def _longest_common_run(a: Sequence[str], b: Sequence[str]) -> int:
@@ -205,10 +97,10 @@ def f1(prediction: str, references: Sequence[str]) -> float:
             official script would fail on ``max([])``).
     """
     _check_references(references)
-    pred_segs = _segments(str(prediction), True)
+    pred_segs = segments(str(prediction), True)
     best = 0.0
     for ref in references:
-        ref_segs = _segments(str(ref), True)
+        ref_segs = segments(str(ref), True)
         common = _longest_common_run(ref_segs, pred_segs)
         if common == 0:
             continue
@@ -240,6 +132,7 @@ class Scores:
     answered: int
     hw7_accuracy: float | None
     per_question: list[QuestionScore] = field(default_factory=list)
+    no_reference: int = 0  # questions without any reference answer (they score 0 whatever is predicted)
 
     def to_dict(self, include_per_question: bool = False) -> dict:
         """Return a JSON-serialisable dict, with per-question scores only if asked."""
@@ -248,6 +141,7 @@ class Scores:
             "f1": self.f1,
             "total": self.total,
             "answered": self.answered,
+            "no_reference": self.no_reference,
             "hw7_accuracy": self.hw7_accuracy,
         }
         if include_per_question:
@@ -255,11 +149,48 @@ class Scores:
         return out
 
 
+def _references_name(references: object) -> str:
+    path = getattr(references, "path", None)
+    return str(path) if path else "the references"
+
+
+def check_scorable(predicted_ids: Iterable[str], references: Mapping[str, Sequence[str]] | Sequence[tuple[str, Sequence[str]]],
+                   *, predictions_from: str | os.PathLike | None = None, allow_unanswerable: bool = False) -> None:
+    """Refuse scoring that cannot mean anything, before any work is done.
+
+    Args:
+        predicted_ids: the ids that are (or will be) predicted.
+        references: question id → reference answers (a ``data.References`` names its file).
+        predictions_from: the file the predictions come from (or are made on), for the message.
+        allow_unanswerable: score references in which no question has an answer anyway.
+
+    Raises:
+        ValueError: no predicted id is a question of the references (naming both files), or no
+            question of the references has an answer and ``allow_unanswerable`` is not set.
+    """
+    items = list(references.items()) if isinstance(references, Mapping) else list(references)
+    if not items:
+        raise ValueError(f"{_references_name(references)}: no reference questions to evaluate")
+    predicted = {str(i) for i in predicted_ids}
+    if not any(str(qid).strip() in predicted for qid, _ in items):
+        source = f" of {predictions_from}" if predictions_from else ""
+        first = f" (first predicted: {next(iter(sorted(predicted)))!r}, first question: {str(items[0][0])!r})" \
+            if predicted else ""
+        raise ValueError(f"{_references_name(references)}: none of its {len(items)} questions is among the "
+                         f"{len(predicted)} predicted ids{source}{first}: wrong references file?")
+    if not allow_unanswerable and not any(any(str(a).strip() for a in answers) for _, answers in items):
+        raise ValueError(f"{_references_name(references)}: no question has a reference answer (a test file?): every "
+                         "score against it would be 0 whatever was predicted; score against data with answers "
+                         "(`qa-scale evaluate --allow-unanswerable` scores it anyway)")
+
+
 def evaluate(
     predictions: Mapping[str, str],
     references: Mapping[str, Sequence[str]] | Sequence[tuple[str, Sequence[str]]],
     *,
     hw7: bool = False,
+    allow_unanswerable: bool = False,
+    predictions_from: str | os.PathLike | None = None,
 ) -> Scores:
     """Score predictions against references the way ``cmrc2018_evaluate.py`` does.
 
@@ -271,24 +202,34 @@ def evaluate(
             stripped before lookup, as in the official script.
         hw7: Also compute the HW7 accuracy (prediction identical to the first
             reference).
+        allow_unanswerable: Score references in which no question has an answer (every
+            score is then 0; ``no_reference`` says how many such questions were scored).
+        predictions_from: Where the predictions come from, for error messages.
 
     Returns:
         The corpus :class:`Scores`, with one :class:`QuestionScore` per reference entry
         in reference order.
 
     Raises:
-        ValueError: If ``references`` is empty (the official script divides by zero).
+        ValueError: If ``references`` is empty (the official script divides by zero), shares
+            no id with ``predictions``, or (unless ``allow_unanswerable``) has no answer at all
+            (see :func:`check_scorable`).
         TypeError: If a question's references are a bare string.
     """
     items = list(references.items()) if isinstance(references, Mapping) else list(references)
     if not items:
         raise ValueError("no reference questions to evaluate")
+    for _, answers in items:
+        _check_references(answers)
+    check_scorable(predictions, references, predictions_from=predictions_from,
+                   allow_unanswerable=allow_unanswerable)
 
     per_question: list[QuestionScore] = []
     em_sum = f1_sum = hw7_sum = 0.0
+    no_reference = 0
     for raw_id, answers in items:
-        _check_references(answers)
         answers = [str(a) for a in answers]
+        no_reference += not any(a.strip() for a in answers)
         qid = str(raw_id).strip()
         if qid in predictions:
             prediction = str(predictions[qid])
@@ -311,6 +252,7 @@ def evaluate(
         answered=sum(q.answered for q in per_question),
         hw7_accuracy=hw7_sum / total if hw7 else None,
         per_question=per_question,
+        no_reference=no_reference,
     )
 
 
@@ -333,25 +275,40 @@ def write_error_file(scores: Scores, path: str | os.PathLike[str]) -> None:
             fh.write(json.dumps(dataclasses.asdict(q), ensure_ascii=False) + "\n")
 
 
-def score_file(predictions: Mapping[str, str], references, predictions_path: str | os.PathLike) -> tuple[Scores, list[str]]:
+def score_file(predictions: Mapping[str, str], references, predictions_path: str | os.PathLike,
+               allow_unanswerable: bool = False) -> tuple[Scores, list[str]]:
     """Score predictions read from a file against a data file's references (``data.References``).
+
+    Args:
+        predictions: id → predicted answer, as read from ``predictions_path``.
+        references: the data file's references.
+        predictions_path: the predictions file, for messages.
+        allow_unanswerable: score a references file in which no question has an answer (a test
+            file) anyway; a warning then says how many questions had none.
 
     Returns:
         The scores (HW7 accuracy when the data's format scores it) and warnings worth printing.
 
     Raises:
-        ValueError: no predicted id is a question of the references (the wrong file, surely).
+        ValueError: no predicted id is a question of the references (the wrong file, surely), or no
+            question has a reference answer and ``allow_unanswerable`` is not set; both files named.
     """
     unknown = [i for i in predictions if str(i).strip() not in references]
     if predictions and len(unknown) == len(predictions):
         raise ValueError(f"{predictions_path}: none of its {len(predictions)} ids is a question of "
                          f"{references.path} (first: {unknown[0]!r}); wrong file?")
+    if not predictions:
+        raise ValueError(f"{predictions_path}: holds no prediction, so nothing of {references.path} can be scored")
     warnings = []
     if unknown:
         warnings.append(f"{predictions_path}: {len(unknown)} id(s) are not questions of {references.path} and are "
                         f"ignored, first: {unknown[:3]}")
-    scores = evaluate(predictions, references, hw7=references.exact_accuracy)
+    scores = evaluate(predictions, references, hw7=references.exact_accuracy, allow_unanswerable=allow_unanswerable,
+                      predictions_from=predictions_path)
     if scores.answered < scores.total:
         warnings.append(f"{predictions_path}: {scores.total - scores.answered} of {scores.total} questions have no "
                         "prediction and score 0")
+    if scores.no_reference:
+        warnings.append(f"{references.path}: {scores.no_reference} of {scores.total} questions have no reference "
+                        "answer and score 0 whatever was predicted")
     return scores, warnings

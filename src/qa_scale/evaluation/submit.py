@@ -7,13 +7,12 @@ leaderboard takes (``data/formats/``), so ``submit --format auto`` needs no form
 from __future__ import annotations
 
 import csv
-import io
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..common.files import atomic_open, write_json
+from ..common.outputs import atomic_open, write_json
 
 
 class SubmissionError(ValueError):
@@ -85,9 +84,14 @@ def write_submission(predictions: Mapping[str, str], test_ids: Sequence[str], pa
 
 
 def read_hw7_csv(path: str | os.PathLike) -> dict[str, str]:
-    """Read an ``ID,Answer`` submission back (blank lines skipped; bad rows and repeated ids refused)."""
-    text = _read_text(Path(path))
-    rows = list(csv.reader(io.StringIO(text, newline="")))  # quoted fields may hold newlines
+    """Read an ``ID,Answer`` submission back (blank lines skipped; bad rows and repeated ids refused).
+
+    Read through the input layer (:func:`qa_scale.common.inputs.read_csv`): a missing file, a
+    folder, non-UTF-8 text or broken quoting is an ``InputError`` naming the file.
+    """
+    from ..common.inputs import read_csv
+
+    rows = read_csv(path)  # quoted fields may hold newlines
     if not rows or rows[0] != ["ID", "Answer"]:
         raise SubmissionError(f"{path}: first row must be ID,Answer")
     out: dict[str, str] = {}
@@ -102,30 +106,18 @@ def read_hw7_csv(path: str | os.PathLike) -> dict[str, str]:
     return out
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise SubmissionError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except IsADirectoryError:
-        raise SubmissionError(f"{path}: is a folder, not a predictions file") from None
-    except OSError as err:
-        raise SubmissionError(f"{path}: cannot read ({err.strerror or err})") from None
-
-
 def read_predictions(path: str | os.PathLike) -> dict[str, str]:
-    """``{id: answer}`` from a JSON object or an ``ID,Answer`` CSV (by the file's suffix)."""
-    import json
+    """``{id: answer}`` from a JSON object or an ``ID,Answer`` CSV (by the file's suffix).
+
+    JSON is read through :func:`qa_scale.common.inputs.read_json`: invalid JSON, lone surrogates
+    (``"\\ud800"``), repeated ids, huge or non-finite numbers and deep nesting are refused naming the file.
+    """
+    from ..common.inputs import read_json
 
     path = Path(path)
     if path.suffix.lower() == ".csv":
         return read_hw7_csv(path)
-    try:
-        preds = json.loads(_read_text(path))
-    except json.JSONDecodeError as err:
-        raise SubmissionError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
-    except RecursionError:
-        raise SubmissionError(f"{path}: JSON nested too deeply to be predictions") from None
+    preds = read_json(path, "predictions file")
     if not isinstance(preds, dict):
         raise SubmissionError(f"{path}: expected a JSON object {{id: answer text}}, got {type(preds).__name__}")
     wrong = next((k for k, v in preds.items() if not isinstance(v, str)), None)

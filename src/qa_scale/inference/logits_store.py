@@ -31,7 +31,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..common.files import staged_dir, write_json
+from ..common.inputs import InputError, load_npy, read_bytes, read_json
+from ..common.outputs import note_input, staged_dir, write_json
 from ..data import Answer, Example
 from ..data.window_store import load_windows, save_windows
 from ..data.windows import WindowSet
@@ -62,7 +63,7 @@ def model_identity(model_dir: str | os.PathLike) -> dict:
     weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")) if path.is_dir() else []
     return {
         "path": str(path),
-        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None,
+        "config_sha256": hashlib.sha256(read_bytes(config, "model config")).hexdigest() if config.is_file() else None,
         "weights": {p.name: p.stat().st_size for p in weights},
     }
 
@@ -107,7 +108,7 @@ def write_store(out: str | os.PathLike, ws: WindowSet, examples: Sequence[Exampl
         "model": model or {}, "data": data or {}, "metrics": metrics, **(extra or {}),
     }
     out = Path(out)
-    with staged_dir(out, marker="store.json") as tmp:  # an existing folder is replaced only if it is a store
+    with staged_dir(out, kind="store") as tmp:  # an existing folder is replaced only if it is a store
         for name, array in zip(LOGITS, (start, end)):
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
         save_windows(ws, tmp / "windows")
@@ -117,7 +118,9 @@ def write_store(out: str | os.PathLike, ws: WindowSet, examples: Sequence[Exampl
         if metrics is not None:
             write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "store.json", meta)  # last: its presence marks a complete store
-    return open_store(out)
+    # Not read back: inside a command the folder is only staged until the command succeeds (and an
+    # output read back would count as an input of the command that writes it).
+    return Store(out, meta)
 
 
 def cast(logits: np.ndarray, precision: str) -> np.ndarray:
@@ -159,10 +162,7 @@ class Store:
         out = []
         for name in LOGITS:
             file = self.path / f"{name}.npy"
-            try:
-                array = np.load(file, mmap_mode="r" if mmap else None)
-            except (OSError, ValueError) as err:
-                raise StoreError(f"{file}: not a readable .npy array ({err})") from None
+            array = load_npy(file, mmap=mmap)  # truncated or damaged: an InputError naming the file
             if array.shape != self.shape:
                 raise StoreError(f"{file}: shape {array.shape} does not match store.json {self.shape}")
             out.append(array)
@@ -176,6 +176,7 @@ class Store:
         consume it before asking for the next one.
         """
         file = self.path / f"{name}.npy"
+        note_input(file)
         try:
             fh = open(file, "rb")
         except OSError as err:
@@ -188,7 +189,7 @@ class Store:
                 if read_header is None:
                     raise StoreError(f"{file}: unsupported .npy version {version}")
                 shape, fortran, dtype = read_header(fh)
-            except (ValueError, EOFError) as err:
+            except (ValueError, EOFError, SyntaxError) as err:
                 raise StoreError(f"{file}: not a readable .npy file ({err})") from None
             if fortran or len(shape) != 2 or tuple(shape) != self.shape:
                 raise StoreError(f"{file}: shape {shape} does not match store.json {self.shape}")
@@ -206,16 +207,32 @@ class Store:
 
     @cached_property
     def examples(self) -> list[Example]:
-        raw = json.loads((self.path / "examples.json").read_text(encoding="utf-8"))
-        contexts = raw["contexts"]
-        return [Example(e["id"], e["question"], contexts[e["context"]], tuple(Answer(t, s) for t, s in e["answers"]))
-                for e in raw["examples"]]
+        file = self.path / "examples.json"
+        raw = read_json(file, "store file")
+        try:
+            contexts = raw["contexts"]
+            examples = [Example(e["id"], e["question"], contexts[e["context"]],
+                                tuple(Answer(t, s) for t, s in e["answers"])) for e in raw["examples"]]
+        except (KeyError, TypeError, IndexError, ValueError) as err:
+            raise StoreError(f"{file}: damaged ({type(err).__name__}: {err}); predict the store again") from None
+        if not all(isinstance(ex.id, str) and isinstance(ex.question, str) and isinstance(ex.context, str)
+                   for ex in examples):
+            raise StoreError(f"{file}: damaged (an id, question or context that is not text); predict the store again")
+        return examples
 
     def predictions(self) -> dict[str, str]:
-        return json.loads((self.path / "predictions.json").read_text(encoding="utf-8"))
+        file = self.path / "predictions.json"
+        preds = read_json(file, "store file")
+        if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
+            raise StoreError(f"{file}: damaged (expected {{id: answer text}}); predict the store again")
+        return preds
 
     def nbest(self) -> dict[str, list[dict]]:
-        return json.loads((self.path / "nbest.json").read_text(encoding="utf-8"))
+        file = self.path / "nbest.json"
+        nbest = read_json(file, "store file")
+        if not isinstance(nbest, dict) or not all(isinstance(v, list) for v in nbest.values()):
+            raise StoreError(f"{file}: damaged (expected {{id: [candidates]}}); predict the store again")
+        return nbest
 
     def decode_config(self) -> DecodeConfig:
         return DecodeConfig(**self.meta.get("decode", {}))
@@ -228,14 +245,15 @@ def open_store(path: str | os.PathLike) -> Store:
         StoreError: no ``store.json`` (not a store, or one still being written), or another format.
     """
     path = Path(path)
+    note_input(path)  # the whole folder is read: no output of this command may be or lie inside it
     meta_file = path / "store.json"
     if not meta_file.is_file():
         what = "does not exist" if not path.exists() else "is not a logits store (no store.json)"
         raise StoreError(f"{path} {what}; make one with `qa-scale predict MODEL DATA --out {path}`")
     try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        raise StoreError(f"{meta_file}: unreadable ({err}); the store is damaged: predict it again") from None
+        meta = read_json(meta_file, "store file")
+    except InputError as err:
+        raise StoreError(f"unreadable store file: {err}; the store is damaged: predict it again") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         got = meta if not isinstance(meta, dict) else {k: meta.get(k) for k in ("format", "version")}
         raise StoreError(f"{meta_file}: not a version-{VERSION} logits store ({got})")

@@ -46,14 +46,21 @@ def resolve_settings(model_dir: str | os.PathLike, windows: dict, decoding: dict
     Returns:
         (window settings, decode settings, the training config's ``model`` section or ``{}``).
     """
-    import yaml
+    from ..common.inputs import InputError, read_mapping
+
+    def section(obj: dict, *keys: str) -> dict:
+        for n, key in enumerate(keys):
+            obj = obj.get(key) or {}
+            if not isinstance(obj, dict):
+                raise InputError(f"{path}: {'.'.join(keys[: n + 1])}: expected a mapping of settings, "
+                                 f"got {type(obj).__name__}")
+        return dict(obj)
 
     base_w, base_d, model = {}, {}, {}
     path = training_config(model_dir)
     if path is not None:
-        saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        base_w = dict((saved.get("data") or {}).get("windows") or {})
-        base_d, model = dict(saved.get("decode") or {}), dict(saved.get("model") or {})
+        saved = read_mapping(path, "training config")  # errors name the file and line or key
+        base_w, base_d, model = section(saved, "data", "windows"), section(saved, "decode"), section(saved, "model")
         log.info("window and decode settings default to %s", path)
     if {"doc_overlap", "doc_step"} & windows.keys():  # one stride given replaces the saved one
         base_w.pop("doc_overlap", None)
@@ -62,6 +69,10 @@ def resolve_settings(model_dir: str | os.PathLike, windows: dict, decoding: dict
         return WindowConfig(**{**base_w, **windows}), DecodeConfig(**{**base_d, **decoding}), model
     except TypeError as err:
         raise ValueError(f"{path}: cannot read its window/decode settings: {err}") from None
+    except ValueError as err:
+        if path is None or isinstance(err, InputError):
+            raise
+        raise ValueError(f"{err} (settings from the command line over {path})") from None
 
 
 def tokenizer_spec(model_dir: Path, given: str | None, model_section: dict) -> str:
@@ -154,7 +165,8 @@ def predict_to_store(model: Callable, tok, examples: Sequence[Example], window_c
     decoded = decode(ws, start, end, examples, decode_config, nbest=True)
     scores = None
     if references is not None:
-        scores = metrics.evaluate(decoded.predictions, references, hw7=hw7).to_dict()
+        scores = metrics.evaluate(decoded.predictions, references, hw7=hw7,
+                                  predictions_from=(data_info or {}).get("path")).to_dict()
     seconds = round(time.perf_counter() - t0, 3)
     store = logits_store.write_store(
         out, ws, examples, start, end, decoded, precision=precision, decode_config=decode_config,
@@ -190,8 +202,9 @@ def run(model_dir: str | os.PathLike, data_path: str | os.PathLike, out: str | o
         Rank 0's summary; None on the other ranks.
     """
     from .. import data
-    from ..common.files import check_replaceable
+    from ..common.outputs import check_replaceable
     from ..data.tokenization import load_tokenizer
+    from ..evaluation import metrics
     from ..modeling.model import check_inputs, load_qa_model
     from ..runtime import distributed
     from .logits_store import model_identity
@@ -199,20 +212,21 @@ def run(model_dir: str | os.PathLike, data_path: str | os.PathLike, out: str | o
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory not found: {model_dir}")
-    check_replaceable(out, "store.json")  # before any work: an unrelated folder is never replaced
+    check_replaceable(out, "store")  # before any work: an unrelated folder is never replaced
     window_config, decode_config, model_section = resolve_settings(model_dir, windows or {}, decoding or {})
     ds = data.load(data_path, mode=mode, fmt=fmt).require_examples()
+    refs, hw7 = None, False
+    if references is not None:  # checked before any model is loaded: a score must mean something
+        refs = data.load_references(references)
+        hw7 = refs.exact_accuracy
+        metrics.check_scorable([ex.id for ex in ds.examples], refs, predictions_from=data_path)
     tok_spec = tokenizer_spec(model_dir, tokenizer, model_section)
     tok = load_tokenizer(tok_spec)
     d = distributed.init(device)
-    model = load_qa_model(str(model_dir))
+    model = load_qa_model(str(model_dir))  # weights must cover the model (no new head when predicting)
     check_inputs(model, tok, window_config)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[compute]
     model = model.to(device=d.device, dtype=dtype).eval()
-    refs, hw7 = None, False
-    if references is not None:
-        refs = data.load_references(references)
-        hw7 = refs.exact_accuracy
     data_info = {"path": str(data_path), "format": ds.report.format, "report": ds.report.to_dict(max_issues=10)}
     model_info = {**model_identity(model_dir), "tokenizer": tok_spec, "compute": compute}
     return predict_to_store(model, tok, ds.examples, window_config, out, batch_size=batch_size,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -123,6 +124,17 @@ def load_adapter_model(base: torch.nn.Module, adapter_dir: str | os.PathLike) ->
     """
     from peft import PeftConfig, PeftModel
 
+    from ..common.inputs import check_safetensors
+    from .model import ModelLoadError
+
+    # The span head travels in the adapter (modules_to_save): a base loaded with a new head
+    # (``load_qa_model(..., new_head=True)``, a backbone) is a reader only with it.
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    if weights.is_file():
+        head = family_of(base).head
+        if not any(f".{head}." in f".{name}" for name in check_safetensors(weights)):
+            raise ModelLoadError(f"{weights}: the adapter holds no weights for the span head {head!r}, so its "
+                                 "answers would come from a randomly initialised head: export the adapter again")
     config = PeftConfig.from_pretrained(str(adapter_dir))
     config.task_type = None
     return PeftModel.from_pretrained(base, str(adapter_dir), config=config)

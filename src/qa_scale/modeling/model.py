@@ -3,7 +3,13 @@
 Hub names are read from the local Hugging Face cache only when the hub is unreachable; a
 name that is neither a local directory nor cached fails at once with what to pass instead.
 A BERT masked-LM checkpoint (the offline backbone of ``qa-scale backbone``) loads as a QA
-reader with a newly initialised span head.
+reader with a newly initialised span head only when asked (``new_head=True``, what training
+does); a reader loaded to answer (``predict``, ``answer``, ``serve``, the ensembler) must have
+weights for every tensor of the model, and none over: anything else is refused, naming the
+folder and the tensors, rather than answered with randomly initialised layers.
+
+The tiny configurations and their checks are in ``tiny`` (re-exported here), ``ModelLoadError``
+in ``errors``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..data.windows import MATCH_TYPE, WindowConfig
+from .errors import ModelLoadError
+from .tiny import check_tiny, tiny_bert_config, tiny_config_keys  # noqa: F401 - tiny_config_keys: re-exported
 
 if TYPE_CHECKING:
     from transformers import (
@@ -25,31 +33,6 @@ if TYPE_CHECKING:
     )
 
 log = logging.getLogger(__name__)
-
-
-class ModelLoadError(ValueError):
-    """A model that cannot be built or loaded, or does not fit its tokenizer."""
-
-
-def tiny_bert_config(vocab_size: int, hidden_size: int = 64, num_hidden_layers: int = 2, num_attention_heads: int = 2,
-                     intermediate_size: int = 128, max_position_embeddings: int = 512,
-                     **overrides) -> BertConfig:
-    """A small BERT configuration for tests, demos and the offline backbone.
-
-    Args:
-        vocab_size: rows of the embedding matrix (at least the tokenizer's largest id + 1).
-        hidden_size: width of every layer.
-        num_hidden_layers: encoder blocks.
-        num_attention_heads: attention heads (must divide ``hidden_size``).
-        intermediate_size: width of the feed-forward layers.
-        max_position_embeddings: longest input.
-        **overrides: any other ``BertConfig`` field (e.g. ``hidden_dropout_prob=0.0``).
-    """
-    from transformers import BertConfig
-
-    return BertConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
-                      num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
-                      max_position_embeddings=max_position_embeddings, **overrides)
 
 
 def _attn_for(model_class: type, attn_implementation: str) -> str:
@@ -97,9 +80,13 @@ def load_config(name_or_path: str):
     if not Path(name_or_path).exists() and looks_local(name_or_path):
         raise ModelLoadError(f"model {name_or_path!r} not found: no such folder. Pass a local directory saved "
                              "with save_pretrained, or pre-train an offline backbone with `qa-scale backbone`.")
+    if is_dir:  # through the input layer first: a damaged config.json is named with its line or key
+        from ..common.inputs import read_mapping
+
+        read_mapping(Path(name_or_path) / "config.json", "model config")
     try:
         return AutoConfig.from_pretrained(name_or_path)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - transformers' own validators raise many types; the file is named
         if is_dir:
             raise ModelLoadError(f"cannot load a model config from directory {name_or_path!r}: {err}") from None
         raise ModelLoadError(
@@ -110,7 +97,67 @@ def load_config(name_or_path: str):
         ) from None
 
 
-def _load_pretrained(name_or_path: str, attn_implementation: str, seed: int | None) -> PreTrainedModel:
+def _check_weight_files(name_or_path: str) -> None:
+    """Every ``*.safetensors`` of a local model folder is whole (its header and all its bytes)."""
+    from ..common.inputs import check_safetensors
+
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.safetensors")):
+            check_safetensors(path)
+
+
+def _listed(names: list[str], limit: int = 5) -> str:
+    names = sorted(names)
+    return ", ".join(names[:limit]) + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def check_coverage(name_or_path: str, model: PreTrainedModel, info: dict, new_head: bool = False) -> None:
+    """Refuse weights that do not cover ``model``: tensors the checkpoint lacks (transformers would
+    initialise them at random) or holds over (they would be dropped), and shapes that differ.
+
+    Args:
+        name_or_path: the folder or name, for the message.
+        model: the model the weights were loaded into.
+        info: ``from_pretrained(..., output_loading_info=True)``'s second value.
+        new_head: training from a backbone: the span head (every tensor outside the base model,
+            ``model.base_model_prefix``) may be missing, and the checkpoint's own heads (tensors
+            outside the base model) may be left over; the encoder must still be complete.
+
+    Raises:
+        ModelLoadError: naming the folder and up to 5 tensors of each kind.
+    """
+    prefix = f"{model.base_model_prefix}."
+    missing = list(info.get("missing_keys") or [])
+    # A pre-trained encoder's pooler (``bert.pooler.*`` of hub checkpoints) is left out of QA models
+    # by design (add_pooling_layer=False): its tensors are not the model's, and not a loss.
+    unexpected = [k for k in info.get("unexpected_keys") or [] if not k.startswith(f"{prefix}pooler.")]
+    mismatched = [str(m[0] if isinstance(m, (tuple, list)) else m) for m in info.get("mismatched_keys") or []]
+    if new_head:
+        head = [k for k in missing if not k.startswith(prefix)]
+        missing = [k for k in missing if k.startswith(prefix)]
+        unexpected = [k for k in unexpected if k.startswith(prefix)]
+        if head:
+            log.info("%s: newly initialised: %s", name_or_path, ", ".join(sorted(head)))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) of the model are not in its weights ({_listed(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensor(s) of its weights are not in the model ({_listed(unexpected)})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} tensor(s) have another shape ({_listed(mismatched)})")
+    if not problems:
+        return
+    head_only = not new_head and missing and all(not k.startswith(prefix) for k in missing)
+    hint = ("it is a backbone without a trained span head: train a reader from it (qa-scale train, "
+            "model.name_or_path) and use the exported model" if head_only else
+            "the weights belong to another model or architecture, or were saved wrongly: export the model again")
+    raise ModelLoadError(f"{name_or_path}: its weights do not cover the {type(model).__name__} of its config.json: "
+                         f"{'; '.join(problems)}; {hint}")
+
+
+def _load_pretrained(name_or_path: str, attn_implementation: str, seed: int | None,
+                     new_head: bool = False) -> PreTrainedModel:
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_QUESTION_ANSWERING_MAPPING,
     )
@@ -121,32 +168,31 @@ def _load_pretrained(name_or_path: str, attn_implementation: str, seed: int | No
     except KeyError:
         raise ModelLoadError(f"{name_or_path!r} is a {config.model_type!r} model, which has no "
                              "question-answering head in transformers") from None
+    _check_weight_files(name_or_path)
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         try:
+            # Tensors of another shape are loaded as new ones and reported in ``info``: the coverage
+            # check below then refuses them by name (transformers' own error names no tensor).
             model, info = model_class.from_pretrained(
-                name_or_path, config=config, output_loading_info=True,
+                name_or_path, config=config, output_loading_info=True, ignore_mismatched_sizes=True,
                 attn_implementation=_attn_for(model_class, attn_implementation))
-        except OSError as err:  # e.g. a directory holding a config but no weights
+        except (OSError, RuntimeError, ValueError) as err:  # e.g. a directory holding a config but no weights
             raise ModelLoadError(f"cannot load model weights from {name_or_path!r}: {err}") from None
-    if info["missing_keys"]:
-        # Expected for a masked-LM or bare-encoder checkpoint: only the span head is new.
-        source = ", ".join(config.architectures or [config.model_type])
-        log.info("%s: checkpoint is %s; newly initialised: %s", name_or_path, source,
-                 ", ".join(sorted(info["missing_keys"])))
+    check_coverage(name_or_path, model, info, new_head)
     return model
 
 
 def load_qa_model(name_or_path: str | None, *, vocab_size: int | None = None, tiny: dict | None = None,
                   gradient_checkpointing: bool = False, attn_implementation: str = "sdpa",
-                  seed: int | None = None) -> PreTrainedModel:
+                  seed: int | None = None, new_head: bool = False) -> PreTrainedModel:
     """Build or load an extractive QA model (start/end logits over the tokens).
 
     Args:
-        name_or_path: a local directory saved with ``save_pretrained`` (a QA checkpoint, or a
-            BERT masked-LM / encoder checkpoint whose span head is then newly initialised), or a
-            hub name present in the local cache. Ignored when ``tiny`` is given.
+        name_or_path: a local directory saved with ``save_pretrained`` (a QA checkpoint, or with
+            ``new_head`` a BERT masked-LM / encoder checkpoint whose span head is then newly
+            initialised), or a hub name present in the local cache. Ignored when ``tiny`` is given.
         vocab_size: embedding rows of a tiny model (required with ``tiny``).
         tiny: build a randomly initialised BERT from :func:`tiny_bert_config` with these
             overrides (``{}`` for the defaults) instead of loading anything.
@@ -154,16 +200,22 @@ def load_qa_model(name_or_path: str | None, *, vocab_size: int | None = None, ti
         attn_implementation: ``"sdpa"`` (default; falls back to ``"eager"`` with a warning for
             model classes without SDPA support), ``"eager"``, or another transformers value.
         seed: seeds the random initialisation (of a tiny model, or of a new span head).
+        new_head: training only: the checkpoint may lack the span head (a masked-LM or encoder
+            backbone), which is then newly initialised. Otherwise (reading, answering) the weights
+            must cover the model exactly.
 
     Raises:
-        ModelLoadError: the model is not local nor cached, has no QA head, or ``tiny`` lacks
-            ``vocab_size``.
+        ModelLoadError: the model is not local nor cached, has no QA head, its weights do not
+            cover it (see :func:`check_coverage`), or ``tiny`` lacks ``vocab_size`` or holds an
+            unknown key or a bad size (see :func:`check_tiny`).
+        InputError: a ``.safetensors`` file of the folder is truncated or damaged (naming it).
     """
     from transformers import BertForQuestionAnswering
 
     if tiny is not None:
         if vocab_size is None:
             raise ModelLoadError("a tiny model needs vocab_size (the tokenizer's largest id + 1)")
+        check_tiny(tiny)
         if name_or_path:
             log.info("building a tiny model; model name %r is ignored", name_or_path)
         model = _from_config(BertForQuestionAnswering, tiny_bert_config(vocab_size, **tiny),
@@ -171,7 +223,7 @@ def load_qa_model(name_or_path: str | None, *, vocab_size: int | None = None, ti
     elif not name_or_path:
         raise ModelLoadError("no model given: pass a local model directory, a cached hub name, or tiny={}")
     else:
-        model = _load_pretrained(name_or_path, attn_implementation, seed)
+        model = _load_pretrained(name_or_path, attn_implementation, seed, new_head)
     if gradient_checkpointing:
         enable_checkpointing(model)
     return model
@@ -217,16 +269,44 @@ def extend_token_types(model: PreTrainedModel, n: int, like: int) -> None:
 
 
 def check_inputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, windows: WindowConfig) -> None:
-    """Fail when the windows can hold ids or token types the model has no embedding for.
+    """Fail when the windows can hold ids, token types or positions the model has no embedding for.
 
     Raises:
         ModelLoadError: naming both sizes.
     """
     check_vocab(model, tokenizer)
+    check_positions(model, windows)
     if windows.mark_matches and (have := _token_type_embeddings(model).num_embeddings) <= MATCH_TYPE:
         raise ModelLoadError(f"the windows mark question matches with token type {MATCH_TYPE} "
                              f"(data.windows.mark_matches) but the model has {have} token types: use a model "
                              "trained with mark_matches, or turn it off")
+
+
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")  # positions start after padding_idx
+
+
+def max_positions(config) -> int | None:
+    """The longest input a model's position embeddings cover (None: no absolute positions)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    if getattr(config, "model_type", None) in _OFFSET_POSITIONS:
+        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return limit
+
+
+def check_positions(model: PreTrainedModel, windows: WindowConfig) -> None:
+    """Fail when ``windows.max_seq_len`` is longer than the model's position embeddings cover.
+
+    Raises:
+        ModelLoadError: naming both lengths (``--max-seq-len`` / ``data.windows.max_seq_len``).
+    """
+    limit = max_positions(model.config)
+    if limit is not None and windows.max_seq_len > limit:
+        raise ModelLoadError(
+            f"max_seq_len {windows.max_seq_len} is longer than the model's position embeddings cover "
+            f"(max_position_embeddings: {limit} tokens): give --max-seq-len (data.windows.max_seq_len) "
+            f"≤ {limit}")
 
 
 def check_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -149,7 +149,7 @@ def init(device: Device = "auto") -> Dist:
         from deepspeed.accelerator import get_accelerator
         get_accelerator().is_fp16_supported = lambda: True
     if kind == "cpu":  # a stale buffer under our name would be opened by the peers before we re-create it
-        _shm_buffer().unlink(missing_ok=True)
+        _shm_buffer().unlink(missing_ok=True)  # output-layer: DeepSpeed's shared-memory buffer, not an output
         if torch.cuda.is_available():
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
     local = int(os.environ.get("LOCAL_RANK", 0))
@@ -159,7 +159,7 @@ def init(device: Device = "auto") -> Dist:
         deepspeed.init_distributed(dist_backend="nccl" if kind == "cuda" else "gloo")
     if kind == "cpu":
         dist.barrier()  # every rank has mapped every buffer: the names can go, the memory stays
-        _shm_buffer().unlink(missing_ok=True)
+        _shm_buffer().unlink(missing_ok=True)  # output-layer: DeepSpeed's shared-memory buffer, not an output
         share_cpu_threads()
     return current()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..common.inputs import InputError, check_text
 from ..data import Example
 from ..data.windows import build_windows
 from ..ensemble.combine import combine_arrays
@@ -30,12 +31,23 @@ class Query:
     question: str
 
 
+def check_text_of(query: Query, where: str) -> None:
+    """Refuse a context or question that is not text: not a string, or holding a lone surrogate
+    (no tokenizer takes one). Raises :class:`~qa_scale.common.inputs.InputError` naming ``where``."""
+    for name in ("context", "question"):
+        value = getattr(query, name)
+        if not isinstance(value, str):
+            raise InputError(f"{where}: the {name} must be a string, not {type(value).__name__}")
+        check_text(value, f"{where}: the {name}")
+
+
 def check_query(query: Query, where: str) -> None:
-    """Refuse what cannot be answered: an empty paragraph or question (``where`` names it)."""
-    if not isinstance(query.context, str) or not query.context.strip():
-        raise ValueError(f"{where}: the context is empty")
-    if not isinstance(query.question, str) or not query.question.strip():
-        raise ValueError(f"{where}: the question is empty")
+    """Refuse what cannot be answered: text that is not text, an empty paragraph or question (``where`` names it)."""
+    check_text_of(query, where)
+    if not query.context.strip():
+        raise InputError(f"{where}: the context is empty")
+    if not query.question.strip():
+        raise InputError(f"{where}: the question is empty")
 
 
 def logits_of(panel: Panel, examples: Sequence[Example]):
@@ -82,6 +94,8 @@ def answer(panel: Panel, queries: Sequence[Query], nbest: bool = True) -> list[d
     """
     if not queries:
         return []
+    for n, q in enumerate(queries):
+        check_text_of(q, f"query {n + 1}")
     examples = [Example(f"q{n}", q.question, q.context) for n, q in enumerate(queries)]
     ws, start, end = logits_of(panel, examples)
     decoded = decode(ws, start, end, examples, panel.decoding, nbest=True)

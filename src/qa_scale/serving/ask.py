@@ -6,17 +6,23 @@
   when given) → one JSON answer a line, answered in chunks, to ``--output`` or stdout.
 * no question: one question a line on stdin, each answered as soon as it is read.
 
-Bad input is a ``ValueError`` naming the file and line (and id) or the flag: exit status 2.
+Bad input is an :class:`~qa_scale.common.inputs.InputError` (a ``ValueError``) naming the file and line
+(and id), ``<stdin> line N`` or the flag, found before any model loads where it can be: exit status 2.
+``--output`` is written through the output layer, so an old file stays as it was until every line is
+answered.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
-from pathlib import Path
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
+from ..common.inputs import InputError, check_text, iter_jsonl, read_text, stdin_lines
+from ..common.outputs import atomic_open
 from .answering import Query, answer, check_query
 from .readers import Panel
 
@@ -28,50 +34,53 @@ def read_context(context: str | None, context_file: str | os.PathLike | None) ->
     if context is not None and context_file is not None:
         raise ValueError("give --context or --context-file, not both")
     if context_file is None:
-        return context
-    path = Path(context_file)
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"context file not found: {path}") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
+        text, where = context, "argument --context"
+    else:
+        text, where = read_text(context_file, "context file"), str(context_file)
+    if text is not None and not check_text(text, where).strip():
+        raise InputError(f"{where}: the paragraph is empty")
+    return text
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[str | None, Query]]:
-    """(id or None, query) of every non-empty line of a JSONL file, checked as it is read."""
-    path = Path(path)
-    try:
-        fh = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"input file not found: {path}") from None
-    with fh:
-        try:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                yield _record(json.loads(line) if line.strip() else None, f"{path} line {n}")
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} line {n}: not JSON: {err}") from None
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
+def read_jsonl(path: str | os.PathLike) -> list[tuple[str | None, Query]]:
+    """(id or None, query) of every non-blank line of a JSONL file, all checked before any is answered."""
+    records = [_record(raw, f"{path} line {n}") for n, raw in iter_jsonl(read_text(path, "input file"), str(path))]
+    if not records:
+        raise InputError(f"{path}: no lines to answer (an empty JSONL file)")
+    return records
 
 
 def _record(raw, where: str) -> tuple[str | None, Query]:
     if not isinstance(raw, dict):
-        raise ValueError(f'{where}: expected an object {{"context": ..., "question": ...}}')
+        raise InputError(f'{where}: expected an object {{"context": ..., "question": ...}}')
     if raw.get("id") is not None:
-        where += f" (id {raw['id']})"
+        where += f" (id {str(raw['id'])[:80]})"
     unknown = sorted(set(raw) - {"id", "context", "question"})
     missing = [k for k in ("context", "question") if k not in raw]
     if missing or unknown:
-        raise ValueError(f"{where}: " + "; ".join([f"missing key {k!r}" for k in missing]
-                                                  + [f"unknown key {k!r}" for k in unknown]))
+        raise InputError(f"{where}: " + "; ".join([f"missing key {k!r}" for k in missing]
+                                                  + [f"unknown key {k[:40]!r}" for k in unknown]))
     query = Query(raw["context"], raw["question"])
     check_query(query, where)
     return (None if raw.get("id") is None else str(raw["id"])), query
 
 
+def prepare(context: str | None, questions: list[str], input_path: str | os.PathLike | None
+            ) -> list[tuple[str | None, Query]] | None:
+    """Check what is asked, before any model loads; the JSONL file's records with ``input_path``."""
+    if input_path is not None:
+        if questions or context is not None:
+            raise ValueError("--input takes its contexts and questions from the file: drop --context/--question")
+        return read_jsonl(input_path)
+    if context is None:
+        raise ValueError("give the paragraph with --context or --context-file (or a JSONL file with --input)")
+    check_text(context, "--context")
+    for n, q in enumerate(questions):
+        check_text(q, f"argument --question {n + 1}")
+        check_query(Query(context, q), f"--question {n + 1}")
+    if not questions:
+        check_query(Query(context, "?"), "--context")
+    return None
 def text_of(result: dict, nbest: bool) -> str:
     """One answer for people: the answer, its span, probability and score (and n-best)."""
     if not result["answer"]:
@@ -91,8 +100,8 @@ def _emit(results: list[dict], out: IO[str], as_json: bool, nbest: bool) -> None
     out.flush()
 
 
-def answer_jsonl(panel: Panel, path: str | os.PathLike, out: IO[str], nbest: bool) -> int:
-    """Answer a JSONL file chunk by chunk; returns the number of answers written."""
+def answer_jsonl(panel: Panel, records: list[tuple[str | None, Query]], out: IO[str], nbest: bool) -> int:
+    """Answer a JSONL file's records (:func:`read_jsonl`) chunk by chunk; returns the number of answers written."""
     done, chunk = 0, []
 
     def flush() -> None:
@@ -103,7 +112,7 @@ def answer_jsonl(panel: Panel, path: str | os.PathLike, out: IO[str], nbest: boo
             out.write(json.dumps(result, ensure_ascii=False) + "\n")
         chunk.clear()
 
-    for record in read_jsonl(path):
+    for record in records:
         chunk.append(record)
         done += 1
         if len(chunk) == CHUNK:
@@ -113,26 +122,36 @@ def answer_jsonl(panel: Panel, path: str | os.PathLike, out: IO[str], nbest: boo
     return done
 
 
-def run(panel: Panel, *, context: str | None, questions: list[str], input_path: str | None = None,
-        output: str | None = None, nbest: bool = False, as_json: bool = False, stdin: IO[str] | None = None,
-        stdout: IO[str] | None = None) -> int:
-    """``qa-scale answer``: pick the mode from what is given, answer, write. Returns the exit status."""
+def stdin_questions(stdin: IO | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of ``stdin`` (default: the process's, read as UTF-8 bytes);
+    a line that is not UTF-8 or holds a lone surrogate is refused naming ``<stdin> line N``."""
+    if stdin is None or isinstance(stdin, io.BufferedIOBase) or hasattr(stdin, "buffer"):
+        yield from stdin_lines(None if stdin is None else getattr(stdin, "buffer", stdin))
+        return
+    for n, line in enumerate(stdin, 1):
+        yield n, check_text(line.rstrip("\r\n"), f"<stdin> line {n}")
+
+
+def run(panel: Panel, *, context: str | None, questions: list[str], input_path: str | os.PathLike | None = None,
+        output: str | os.PathLike | None = None, nbest: bool = False, as_json: bool = False, stdin: IO | None = None,
+        stdout: IO[str] | None = None, records: list[tuple[str | None, Query]] | None = None) -> int:
+    """``qa-scale answer``: pick the mode from what is given, answer, write. Returns the exit status.
+
+    ``records`` are the JSONL file's, when :func:`prepare` has read them already. ``output`` is written
+    through the output layer: only when every line is answered (inside a command, at its commit).
+    """
     stdout = stdout or sys.stdout
-    if input_path is not None:
-        if questions or context is not None:
-            raise ValueError("--input takes its contexts and questions from the file: drop --context/--question")
+    if records is None:
+        records = prepare(context, questions, input_path)
+    if records is not None:
         if output is None:
-            answer_jsonl(panel, input_path, stdout, nbest)
+            answer_jsonl(panel, records, stdout, nbest)
             return 0
-        with open(output, "w", encoding="utf-8") as out:
-            n = answer_jsonl(panel, input_path, out, nbest)
+        with atomic_open(output) as out:
+            n = answer_jsonl(panel, records, out, nbest)
         print(f"wrote {n} answers to {output}", file=sys.stderr)
         return 0
-    if context is None:
-        raise ValueError("give the paragraph with --context or --context-file (or a JSONL file with --input)")
     if questions:
-        for n, q in enumerate(questions):
-            check_query(Query(context, q), f"--question {n + 1}")
         results = answer(panel, [Query(context, q) for q in questions], nbest)
         if as_json:
             stdout.write(json.dumps({"context": context, "answers": results, **panel.info()},
@@ -140,11 +159,9 @@ def run(panel: Panel, *, context: str | None, questions: list[str], input_path: 
         else:
             _emit(results, stdout, False, nbest)
         return 0
-    check_query(Query(context, "?"), "--context")
-    stdin = stdin or sys.stdin
-    if stdin.isatty():
+    if (stdin or sys.stdin).isatty():
         print("one question a line; end with Ctrl-D", file=sys.stderr)
-    for line in stdin:
+    for _, line in stdin_questions(stdin):
         if line.strip():
             _emit(answer(panel, [Query(context, line.strip())], nbest), stdout, as_json, nbest)
     return 0

@@ -58,10 +58,12 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
         self._held: _Pending | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-scale-answer")
+        self._thread: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
+        """Start the worker (again after :meth:`stop`: an app's lifespan may run more than once)."""
+        self._queue, self._held = asyncio.Queue(), None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-scale-answer")
         self._worker = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -71,7 +73,10 @@ class MicroBatcher:
                 await self._worker
             except asyncio.CancelledError:
                 pass
-        self._thread.shutdown(wait=True)
+            self._worker = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        self._queue = self._thread = None
 
     async def submit(self, items: Sequence) -> list:
         """The results of ``items`` (raises what answering them raised)."""

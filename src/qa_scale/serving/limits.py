@@ -1,20 +1,30 @@
 """What the service accepts: the limits of one request, and the request body → queries, checked.
 
 Bad input is a :class:`RequestError` with its HTTP status and a message that names the field and
-the limit: 400 for a body that is not UTF-8 or not JSON, 413 for a body over ``max_body_bytes``
-(refused from its Content-Length before it is read, or while it streams in), 422 for missing or
-mistyped fields, empty text and the limits on context length, question length and questions
-per request. The body is read and checked here rather than by FastAPI's model binding, so that
-its size is bounded before parsing and every problem gets one of these messages.
+the limit: 400 for a body the input layer refuses (not UTF-8, not JSON, a lone surrogate, nesting
+past its depth limit, a number too long or not finite, a key given twice — see
+:func:`qa_scale.common.inputs.parse_json_bytes`), 413 for a body over ``max_body_bytes`` (refused
+from its Content-Length before it is read, or while it streams in), 415 for a body sent as
+another media type than JSON, 422 for missing or mistyped fields, empty text and the limits on
+context length, question length and questions per request. The body is read and checked here
+rather than by FastAPI's model binding, so that its size is bounded before parsing and every
+problem gets one of these messages; :func:`request_schema` describes the same rules as a JSON
+schema for the OpenAPI document.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 
+from ..common.inputs import InputError, parse_json_bytes
 from ..common.settings import option
 from .answering import Query
+
+FIELDS = ("context", "questions", "nbest")
+MAX_DETAILS = 20  # problems listed in one error at most
+_SPACE = "".join(f"\\u{c:04x}" for c in range(0x10000) if chr(c).isspace())
+NOT_ONLY_SPACE = f"[^{_SPACE}]"
+"""JSON-schema pattern of text that is not only white space (white space as ``str.strip`` sees it)."""
 
 
 @dataclass(frozen=True)
@@ -43,22 +53,20 @@ def parse_request(body: bytes, limits: Limits) -> tuple[list[Query], bool]:
     """A request body → its queries and whether n-best lists are wanted.
 
     Raises:
-        RequestError: 400 (not UTF-8, not JSON), 422 (fields, empty text, limits).
+        RequestError: 400 (what the input layer refuses), 422 (fields, empty text, limits).
     """
+    if not body.strip():
+        raise RequestError(400, 'request body: empty; send a JSON object {"context": ..., "questions": [...]}')
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise RequestError(400, f"request body is not UTF-8 (byte {err.start})") from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise RequestError(400, f"request body is not JSON: {err}") from None
+        raw = parse_json_bytes(body, "request body")
+    except InputError as err:
+        raise RequestError(400, str(err)) from None
     if not isinstance(raw, dict):
-        raise RequestError(422, 'expected a JSON object {"context": ..., "questions": [...]}')
-    problems = [f"unknown field {k!r}" for k in raw if k not in ("context", "questions", "nbest")]
+        raise RequestError(422, 'request body: expected a JSON object {"context": ..., "questions": [...]}')
+    problems = [f"unknown field {k[:40]!r}" for k in raw if k not in FIELDS]
     context, questions, nbest = raw.get("context"), raw.get("questions"), raw.get("nbest", True)
     if not isinstance(context, str):
-        problems.append("context: required, a string" if context is None else "context: must be a string")
+        problems.append("context: required, a string" if "context" not in raw else "context: must be a string")
     elif not context.strip():
         problems.append("context: is empty")
     elif len(context) > limits.max_context_chars:
@@ -76,15 +84,47 @@ def parse_request(body: bytes, limits: Limits) -> tuple[list[Query], bool]:
     if not isinstance(nbest, bool):
         problems.append("nbest: must be true or false")
     if problems:
-        raise RequestError(422, problems[0] if len(problems) == 1 else f"{len(problems)} problems", problems)
+        more = [f"… and {len(problems) - MAX_DETAILS} more"] if len(problems) > MAX_DETAILS else []
+        raise RequestError(422, problems[0] if len(problems) == 1 else f"{len(problems)} problems",
+                           problems[:MAX_DETAILS] + more)
     return [Query(context, q) for q in questions], nbest
+
+
+def request_schema(limits: Limits) -> dict:
+    """The JSON schema of a request body under ``limits`` (what :func:`parse_request` accepts)."""
+    text = {"type": "string", "minLength": 1, "pattern": NOT_ONLY_SPACE}
+    return {
+        "type": "object",
+        "title": "AnswerRequest",
+        "required": ["context", "questions"],
+        "additionalProperties": False,
+        "properties": {
+            "context": {**text, "maxLength": limits.max_context_chars, "description": "the paragraph"},
+            "questions": {"type": "array", "minItems": 1, "maxItems": limits.max_questions,
+                          "items": {**text, "maxLength": limits.max_question_chars},
+                          "description": "questions about the paragraph, answered in order"},
+            "nbest": {"type": "boolean", "default": True, "description": "also give each answer's n-best list"},
+        },
+    }
+
+
+def check_media_type(content_type: str | None) -> None:
+    """Refuse a body declared as another media type than JSON (none declared: read as JSON)."""
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise RequestError(415, f"request body: sent as {media or 'an empty media type'!r}; send JSON with "
+                                "Content-Type: application/json")
 
 
 async def read_body(request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"request body of {int(declared):,} bytes; the limit is {limit:,}")
+    check_media_type(request.headers.get("content-type"))
+    declared = (request.headers.get("content-length") or "").strip()
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        size = f"{int(declared):,} bytes" if len(declared) <= 18 else f"a {len(declared)}-digit number of bytes"
+        raise RequestError(413, f"request body of {size}; the limit is {limit:,}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

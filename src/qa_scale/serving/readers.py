@@ -16,7 +16,6 @@ is called exactly as the exported ``model/`` is, ``token_type_ids`` included.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -87,15 +86,18 @@ def load_adapter_reader(adapter_dir: Path):
     from ..modeling.lora import load_adapter_model
     from ..modeling.model import load_qa_model
 
-    base_name = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if not base_name:
+    from ..common.inputs import read_json
+
+    settings = read_json(adapter_dir / ADAPTER_CONFIG, "adapter config")  # errors name the file and key
+    base_name = settings.get("base_model_name_or_path") if isinstance(settings, dict) else None
+    if not isinstance(base_name, str) or not base_name:
         raise ValueError(f"{adapter_dir / ADAPTER_CONFIG} names no base_model_name_or_path")
     tried = [Path(base_name), adapter_dir / base_name, adapter_dir.parent / base_name]
     base_dir = next((p for p in tried if p.is_dir()), None)
     if base_dir is None:
         raise ValueError(f"{adapter_dir}: base model {base_name!r} not found (looked in "
                          + ", ".join(str(p) for p in tried) + ")")
-    return load_adapter_model(load_qa_model(str(base_dir)), adapter_dir).merge_and_unload()
+    return load_adapter_model(load_qa_model(str(base_dir), new_head=True), adapter_dir).merge_and_unload()
 
 
 def members_of(models: Sequence[str | os.PathLike], recipe: str | os.PathLike | None,

@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..common.files import atomic_open, write_json
+from ..common.outputs import atomic_open, staged_dir, write_json
 from .config import SampleConfig
 from .paragraphs import generate
 
 FORMAT_VERSION = "qa-scale-sample"
+KIND = "sample-data"  # the output layer's marker: `sample-data --out` replaces only such a folder
 
 
 def hw7_split(records: Sequence[Mapping[str, Any]], with_answers: bool) -> tuple[dict[str, Any], dict[str, str]]:
@@ -102,11 +103,11 @@ def write_all(config: SampleConfig | None, out_dir: str | os.PathLike[str]) -> d
     pre-training.
     """
     splits = generate(config)
-    paths: dict[str, Path] = {}
-    paths.update({f"hw7_{k}": v for k, v in write_hw7(splits, out_dir).items()})
-    paths.update({f"squad_{k}": v for k, v in write_squad(splits, out_dir).items()})
-    corpus = Path(out_dir) / "corpus.txt"
-    with atomic_open(corpus) as fh:
-        fh.writelines(r["context"] + "\n" for rs in splits.values() for r in rs)
-    paths["corpus"] = corpus
-    return paths
+    out = Path(out_dir)
+    with staged_dir(out, kind=KIND) as tmp:  # the whole set or none: no new file beside an old one
+        written = {f"hw7_{k}": v for k, v in write_hw7(splits, tmp).items()}
+        written |= {f"squad_{k}": v for k, v in write_squad(splits, tmp).items()}
+        written["corpus"] = tmp / "corpus.txt"
+        with atomic_open(written["corpus"]) as fh:
+            fh.writelines(r["context"] + "\n" for rs in splits.values() for r in rs)
+    return {key: out / path.name for key, path in written.items()}

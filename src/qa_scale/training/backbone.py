@@ -35,6 +35,8 @@ class Blocks:
 class MLMTask:
     """Masked-LM over the lines of a text corpus (``data.train_file``)."""
 
+    output_kind = "backbone"  # the run folder's kind for the output layer
+
     has_dev = False
 
     def __init__(self, config: TrainConfig, tok, cache_dir: Path, d: Dist):
@@ -119,7 +121,7 @@ def run_backbone(corpus: Path, out: Path, opts: BackboneOptions) -> dict:
     """``qa-scale backbone``: a vocabulary (unless given), then masked-LM pre-training into ``out``."""
     import os
 
-    from ..data.tokenization import build_char_vocab
+    from ..data.tokenization import build_char_vocab, corpus_lines
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     tokenizer = opts.tokenizer
@@ -128,6 +130,6 @@ def run_backbone(corpus: Path, out: Path, opts: BackboneOptions) -> dict:
             raise ValueError("under the launcher, build the vocabulary first (`qa-scale vocab`) and pass --tokenizer")
         tokenizer = str(out / "tokenizer")
         if not (out / "tokenizer" / "vocab.txt").exists():
-            lines = [ln.strip() for ln in corpus.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            lines = list(corpus_lines([corpus]))  # through the input layer: errors name the file and line
             build_char_vocab(lines, tokenizer, vocab_size=opts.vocab_size)
     return pretrain(backbone_config(str(corpus), tokenizer, str(out), opts, world_size))

@@ -10,7 +10,6 @@ the previous checkpoint stays usable because nothing is ever written into a comm
 from __future__ import annotations
 
 import io
-import json
 import os
 import random
 import re
@@ -20,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..common.files import write_json
+from ..common.inputs import read_mapping
+from ..common.outputs import atomic_open, write_json
 from ..runtime.distributed import barrier
 
 TAG = re.compile(r"^step-(\d{8})$")
@@ -76,8 +76,8 @@ def _die_mid_shard(engine) -> None:
         if not os.path.basename(path).endswith("optim_states.pt"):
             return write(state_dict, path)
         buffer = io.BytesIO()
-        torch.save(state_dict, buffer)
-        with open(path, "wb") as fh:
+        torch.save(state_dict, buffer)  # output-layer: into memory
+        with open(path, "wb") as fh:  # output-layer: fault injection (tests) writes half a shard on purpose
             fh.write(buffer.getbuffer()[: buffer.tell() // 2])
             fh.flush()
             os.fsync(fh.fileno())
@@ -93,14 +93,14 @@ def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank: int, world
     if (folder / "COMMITTED.json").exists():
         return tag  # already committed (e.g. the final save lands on a periodic one)
     if rank == 0 and folder.exists():
-        shutil.rmtree(folder)  # a torn earlier attempt at this step
+        shutil.rmtree(folder)  # output-layer: a torn earlier attempt at this step, in our checkpoints folder
     barrier()
     if os.environ.get(FAULT_ENV) == f"crash-mid-shard:{step}:{rank}":
         _die_mid_shard(engine)
+    # output-layer: DeepSpeed writes each rank's shards itself; COMMITTED.json (below) commits the step
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
-    rng_file = folder / f"rng-rank-{rank:03d}.pt"
-    torch.save(_rng_state(), rng_file.with_suffix(".tmp"))
-    os.replace(rng_file.with_suffix(".tmp"), rng_file)
+    with atomic_open(folder / f"rng-rank-{rank:03d}.pt", binary=True) as fh:
+        torch.save(_rng_state(), fh)
     barrier()
     if os.environ.get(FAULT_ENV) == f"crash-before-commit:{step}":
         os._exit(17)  # simulates a kill after the shards, before the commit
@@ -125,7 +125,7 @@ def find(ckpt_dir: Path, resume: str) -> str | None:
 
 def load(engine, ckpt_dir: Path, tag: str, rank: int, world_size: int) -> dict:
     """Restore engine (model, optimizer, scheduler, loss scaler), this rank's RNG; return client state."""
-    meta = json.loads((Path(ckpt_dir) / tag / "COMMITTED.json").read_text(encoding="utf-8"))
+    meta = read_mapping(Path(ckpt_dir) / tag / "COMMITTED.json", "checkpoint commit record")
     if meta["world_size"] != world_size:
         raise ResumeError(
             f"checkpoint {tag} was written by {meta['world_size']} ranks and this run has {world_size}: "
@@ -146,11 +146,11 @@ def prune(ckpt_dir: Path, keep: int, protect: set[str]) -> None:
     newest = done[-1][0] if done else -1
     for _, tag in done[:-keep]:
         if tag not in protect:
-            shutil.rmtree(Path(ckpt_dir) / tag, ignore_errors=True)
+            shutil.rmtree(Path(ckpt_dir) / tag, ignore_errors=True)  # output-layer: pruning our checkpoints
     for path in Path(ckpt_dir).glob("step-*"):
         m = TAG.match(path.name)
         if m and int(m.group(1)) < newest and not (path / "COMMITTED.json").exists():
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)  # output-layer: a torn checkpoint older than a committed one
 
 
 def clean(ckpt_dir: Path, keep: set[str]) -> list[str]:
@@ -158,6 +158,6 @@ def clean(ckpt_dir: Path, keep: set[str]) -> list[str]:
     removed = []
     for path in sorted(Path(ckpt_dir).glob("step-*")):
         if TAG.match(path.name) and path.name not in keep:
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)  # output-layer: checkpoints no longer needed after export
             removed.append(path.name)
     return removed

@@ -10,7 +10,6 @@ overridden: one source of truth per setting.
 from __future__ import annotations
 
 import copy
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -96,6 +95,15 @@ def find_template(path: str | Path) -> Path:
                         f"{', '.join(sorted(p.name for p in SHIPPED.glob('*.json')))})")
 
 
+def _read_template(path: Path) -> dict:
+    from ..common.inputs import read_json  # errors name the file and line (or key)
+
+    template = read_json(path, "DeepSpeed config")
+    if not isinstance(template, dict):
+        raise DSConfigError(f"{path}: a DeepSpeed config is a JSON object, got a {type(template).__name__}")
+    return template
+
+
 def resolve(template: dict | str | Path, config: TrainConfig, world_size: int,
             hidden_size: int | None = None, trainable_params: int | None = None) -> dict:
     """Fill a DeepSpeed template for this run.
@@ -113,7 +121,7 @@ def resolve(template: dict | str | Path, config: TrainConfig, world_size: int,
             the template brings its own optimizer or scheduler, or an ``"auto"`` has no rule.
     """
     if not isinstance(template, dict):
-        template = json.loads(find_template(template).read_text(encoding="utf-8"))
+        template = _read_template(find_template(template))
     ds = copy.deepcopy(template)
     for block in ("optimizer", "scheduler"):
         if block in ds:

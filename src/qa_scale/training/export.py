@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..common.files import staged_dir
+from ..common.inputs import read_text
+from ..common.outputs import staged_dir
 from ..modeling.families import family_of
 from . import checkpoint
 
@@ -52,7 +53,7 @@ def export_state_dict(model: PreTrainedModel, out_dir: str | os.PathLike,
         raise ExportError("the model's parameters are ZeRO-3 partitions; export its checkpoint "
                           "with export_checkpoint instead")
     out_dir = Path(out_dir)
-    with staged_dir(out_dir, marker="config.json") as tmp:  # replaces only a model folder
+    with staged_dir(out_dir, kind="model") as tmp:  # replaces only a model folder of ours
         # Safetensors is the default of transformers ≥ 4.35 and the only format of 5.x, which
         # ignores `safe_serialization`; checking the files works with either.
         model.save_pretrained(tmp)
@@ -72,7 +73,7 @@ def _resolve_tag(checkpoint_dir: Path, tag: str | None) -> str:
         return done[-1][1]
     latest = checkpoint_dir / "latest"  # what engine.save_checkpoint(save_latest=True) writes
     if latest.is_file():
-        return latest.read_text(encoding="utf-8").strip()
+        return read_text(latest).strip()
     raise ExportError(f"no tag given, and {checkpoint_dir} has no committed checkpoint nor a 'latest' file")
 
 
@@ -217,7 +218,7 @@ def export_lora_checkpoint(checkpoint_dir: str | os.PathLike, tag: str | None, b
     # Saved as a QUESTION_ANS adapter so that peft's AutoPeftModelForQuestionAnswering loads it; the
     # training model stays the plain PeftModel (the QA wrapper drops token_type_ids: modeling/lora.py).
     model.peft_config["default"].task_type = "QUESTION_ANS"
-    with staged_dir(Path(adapter_dir), marker="adapter_config.json") as tmp:
+    with staged_dir(Path(adapter_dir), kind="adapter") as tmp:
         model.save_pretrained(tmp)
         if not any(tmp.glob("adapter_model.safetensors")):
             raise ExportError(f"peft wrote no adapter_model.safetensors for {adapter_dir}")

@@ -13,7 +13,6 @@ once per log step (one all-reduce).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -24,7 +23,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..common.files import atomic_open, ensure_dir, write_json
+from ..common.inputs import iter_jsonl, read_text
+from ..common.outputs import atomic_open, note_input, workdir, write_json
 from ..common.progress import progress
 from ..data.batches import collate, global_batches, rank_micro_batches, to_device
 from ..runtime import distributed
@@ -73,7 +73,13 @@ class Trainer:
     def __init__(self, config: TrainConfig, make_task: Callable[..., Task] = QATask,
                  loss_hook: LossHook | None = None):
         self.config, self.run_cfg, self.loss_hook = config, config.run, loss_hook
-        self.out = ensure_dir(config.run.output_dir)  # before anything heavy: a bad path fails at once
+        # Before anything heavy: a bad path, a folder that is not a run of this kind, or one inside
+        # something the recipe reads, fails at once.
+        for path in recipe_inputs(config):
+            note_input(path)
+        self.out = workdir(config.run.output_dir, getattr(make_task, "output_kind", "train"))
+        if config.data.cache_dir:  # a window cache shared by runs (the demo's members)
+            workdir(config.data.cache_dir, "cache")
         self.d = distributed.init(config.run.device)
         self.ckpt_dir = self.out / "checkpoints"
         self.state = TrainState()
@@ -129,7 +135,6 @@ class Trainer:
 
     def write_run_files(self) -> None:
         if self.d.main:
-            self.out.mkdir(parents=True, exist_ok=True)
             with atomic_open(self.out / "config.yaml") as fh:
                 fh.write(dump_recipe(self.config))
             write_json(self.out / "ds_config.json", self.ds)
@@ -315,15 +320,22 @@ class Trainer:
         return self.finish(self.fit())
 
 
+def recipe_inputs(config: TrainConfig) -> list[Path]:
+    """The local paths a recipe reads (data, model, tokenizer, DeepSpeed template); hub names are not paths."""
+    named = [*config.data.train_files(), config.data.dev_file, config.model.name_or_path, config.model.tokenizer,
+             config.run.deepspeed]
+    return [Path(p) for p in named if p and Path(p).exists()]
+
+
 def truncate_log(out: Path, step: int) -> None:
     """After a resume, drop log rows of steps that are about to be redone."""
     path = out / "metrics.jsonl"
     if path.exists():
-        rows = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
+        lines = read_text(path).splitlines()
+        rows = [lines[n - 1] for n, record in iter_jsonl("\n".join(lines), str(path)) if record.get("step", 0) <= step]
         with atomic_open(path) as fh:
             fh.writelines(r + "\n" for r in rows)
-        (out / "metrics.csv").unlink(missing_ok=True)
+        (out / "metrics.csv").unlink(missing_ok=True)  # output-layer: derived from the JSONL, rebuilt by the monitor
 
 
 def run(config: TrainConfig, loss_hook: LossHook | None = None, make_task: Callable[..., Task] = QATask) -> dict:

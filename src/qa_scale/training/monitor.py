@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..common.files import atomic_open
+from ..common.outputs import append_open, atomic_open, ensure_dir
 
 __all__ = ["Monitor", "format_metrics", "plot_loss_curve"]
 
@@ -38,13 +38,23 @@ def _clean(key: str, value: Any) -> float | int | bool | None:
 
 def _read_jsonl(path: Path) -> list[dict]:
     """Records of a JSONL file; a line torn by a crash mid-write is skipped, not fatal."""
+    from ..common.inputs import InputError, decode, parse_json, read_bytes
+
     records = []
     if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        # Line by line through the input layer: a torn last line may end inside a UTF-8 sequence.
+        for n, raw in enumerate(read_bytes(path, "metrics file").splitlines(), 1):
+            if not raw.strip():
+                continue
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("skipping unreadable line in %s: %.60s", path, line)
+                record = parse_json(decode(raw, f"{path} line {n}"), f"{path} line {n}")
+            except InputError as err:
+                log.warning("skipping unreadable line: %s", err)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                log.warning("skipping %s line %d: not a JSON object", path, n)
     return records
 
 
@@ -72,15 +82,15 @@ class Monitor:
         self._columns: list[str] = []
         if not enabled:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.out_dir)
         if self.jsonl_path.exists():
             # A crash mid-write can leave the last line without its newline; start clean so
             # the next record is not glued onto it.
-            with open(self.jsonl_path, "rb+") as fh:
-                if fh.seek(0, os.SEEK_END) > 0:
-                    fh.seek(-1, os.SEEK_END)
-                    if fh.read(1) != b"\n":
-                        fh.write(b"\n")
+            with open(self.jsonl_path, "rb") as fh:
+                torn = fh.seek(0, os.SEEK_END) > 0 and fh.seek(-1, os.SEEK_END) >= 0 and fh.read(1) != b"\n"
+            if torn:
+                with append_open(self.jsonl_path) as fh:
+                    fh.write("\n")
             self._rewrite_csv()
 
     def log(self, step: int, metrics: Mapping[str, Any], prefix: str = "train") -> None:
@@ -98,12 +108,12 @@ class Monitor:
             raise ValueError("'step' and 'split' are reserved metric names")
         record = {"step": int(step), "split": prefix, **clean}
         # Opened per call: closing flushes, so a crash loses at most the line being written.
-        with open(self.jsonl_path, "a", encoding="utf-8") as fh:
+        with append_open(self.jsonl_path) as fh:
             fh.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
         if any(key not in self._columns for key in record):
             self._rewrite_csv()  # the JSONL already holds this record
         else:
-            with open(self.csv_path, "a", encoding="utf-8", newline="") as fh:
+            with append_open(self.csv_path, newline="") as fh:
                 csv.DictWriter(fh, self._columns, lineterminator="\n").writerow(record)
         writer = self._tensorboard()
         if writer is not None:
@@ -261,7 +271,6 @@ def plot_loss_curve(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) 
     axes[-1].set_xlabel("step")
 
     png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(png_path, binary=True) as fh:  # a viewer refreshing the file never sees half an image
         fig.savefig(fh, format="png", dpi=120)
     return png_path

@@ -17,6 +17,7 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
+from ..common.inputs import InputError, read_mapping
 from ..common.settings import (
     FieldError,
     base_type,
@@ -42,6 +43,10 @@ class ModelSection:
 
     def __post_init__(self) -> None:
         check_fields(self)  # types and ranges of every number, as declared above
+        if self.tiny is not None:  # a mapping's keys and sizes are checked too: a typo must not train defaults
+            from ..modeling.model import check_tiny
+
+            check_tiny(self.tiny, "model.tiny")
 
 
 @dataclass
@@ -217,6 +222,16 @@ def build(cls: type, values: dict, prefix: str = "") -> Any:
         raise ValueError(f"{prefix}{err}") from None
 
 
+def _override_value(raw: str, key: str) -> Any:
+    """An override's value, parsed as YAML (a non-finite number is left for the field's own check)."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise InputError(f"override {key}: invalid YAML value {raw!r}: {getattr(err, 'problem', None) or err}") from None
+    except (ValueError, RecursionError) as err:
+        raise InputError(f"override {key}: unreadable value: {err}") from None
+
+
 def apply_overrides(values: dict, overrides: Sequence[str]) -> dict:
     """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, in place."""
     for item in overrides:
@@ -229,21 +244,26 @@ def apply_overrides(values: dict, overrides: Sequence[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        node[leaf] = _override_value(raw, key.strip()) if raw.strip() else None
     return values
 
 
 def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML recipe (or start from defaults), apply overrides, validate."""
+    """Read a YAML recipe (or start from defaults), apply overrides, validate.
+
+    The file is read through :mod:`qa_scale.common.inputs` (UTF-8, a mapping at the top level);
+    every error names the file, or the key (``model.tiny.hidden_size: …``).
+    """
     values = {}
     if path is not None:
-        try:
-            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ValueError(f"recipe not found: {path}") from None
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: invalid YAML: {err}") from None
-    return build(TrainConfig, apply_overrides(values, overrides))
+        values = read_mapping(path, "recipe")
+    try:
+        return build(TrainConfig, apply_overrides(values, overrides))
+    except ValueError as err:
+        if path is None or isinstance(err, InputError):
+            raise
+        where = f"{path} with overrides {' '.join(overrides)}" if overrides else str(path)
+        raise ValueError(f"{where}: {err}") from None
 
 
 def dump_recipe(config: TrainConfig) -> str:

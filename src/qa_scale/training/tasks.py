@@ -63,6 +63,8 @@ class Task(Protocol):
 class QATask:
     """Extractive QA: training windows with span labels, dev windows and references."""
 
+    output_kind = "train"  # the run folder's kind for the output layer
+
     def __init__(self, config: TrainConfig, tok: PreTrainedTokenizerBase, cache_dir: Path, d: Dist):
         dc = config.data
         if not dc.train_files():
@@ -74,9 +76,13 @@ class QATask:
             raise ValueError(f"{', '.join(dc.train_files())}: no training example has an answer")
         self.dev, self.dev_windows, self.dev_refs = [], None, {}
         if dc.dev_file:
-            self.dev = data.load(dc.dev_file, dc.mode).examples[: dc.max_dev_examples]
+            self.dev = data.load(dc.dev_file, dc.mode).require_examples().examples[: dc.max_dev_examples]
             refs = data.load_references(dc.dev_file, skip_bad=dc.mode == "lenient")
             self.dev_refs = {ex.id: refs.get(ex.id) or [a.text for a in ex.answers] for ex in self.dev}
+            if not any(self.dev_refs.values()):
+                raise ValueError(f"{dc.dev_file}: data.dev_file has no reference answers (a test file?): dev EM/F1 "
+                                 "would be 0 whatever the model does and could not choose the best checkpoint; "
+                                 "give a dev file with answers, or none")
             self.dev_windows = self._cached(self.dev, labels=False)
         self._all: WindowSet | None = None
 
@@ -91,13 +97,15 @@ class QATask:
 
     def build_model(self) -> torch.nn.Module:
         from ..modeling.lora import apply_lora
-        from ..modeling.model import check_vocab, extend_token_types, load_qa_model
+        from ..modeling.model import check_positions, check_vocab, extend_token_types, load_qa_model
 
         m = self.config.model
+        # new_head: training may start from a masked-LM or encoder backbone, whose span head is new.
         model = load_qa_model(m.name_or_path, vocab_size=max(self.tok.get_vocab().values()) + 1, tiny=m.tiny,
                               gradient_checkpointing=m.gradient_checkpointing,
-                              attn_implementation=m.attn_implementation, seed=self.config.run.seed)
+                              attn_implementation=m.attn_implementation, seed=self.config.run.seed, new_head=True)
         check_vocab(model, self.tok)
+        check_positions(model, self.config.data.windows)
         if self.config.data.windows.mark_matches:
             extend_token_types(model, MATCH_TYPE + 1, like=Template.of(self.tok).context_type)
         return apply_lora(model, self.config.lora) if self.config.mode == "lora" else model

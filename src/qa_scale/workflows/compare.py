@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from ..common.files import atomic_open, write_json
+from ..common.inputs import read_mapping
+from ..common.outputs import atomic_open, note_input, workdir, write_json
 from ..runtime import processes
 
 log = logging.getLogger(__name__)
@@ -56,22 +56,20 @@ def run_pair(recipe: Path | None, overrides: list[str], out: Path, launcher: str
 
 def _finished(run_dir: Path) -> bool:
     path = run_dir / "summary.json"
-    return path.exists() and yaml.safe_load(path.read_text(encoding="utf-8")).get("finished", False)
+    return path.exists() and bool(read_mapping(path, "run summary").get("finished", False))
 
 
 def _load_run(run_dir: Path) -> tuple[dict, dict, dict]:
-    import json
-
     for name in ("summary.json", "config.yaml", "dev_predictions.json"):
         if not (run_dir / name).exists():
             hint = " (a run without data.dev_file has no dev scores)" if name == "dev_predictions.json" else ""
             raise CompareError(f"{run_dir}: no {name}{hint}")
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    summary = read_mapping(run_dir / "summary.json", "run summary")
     if not summary.get("finished"):
         raise CompareError(f"{run_dir}: the run has not finished ({summary.get('steps')} of "
                            f"{summary.get('total_steps')} steps)")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    predictions = json.loads((run_dir / "dev_predictions.json").read_text(encoding="utf-8"))
+    config = read_mapping(run_dir / "config.yaml", "run config")
+    predictions = read_mapping(run_dir / "dev_predictions.json", "predictions file")
     return summary, config, predictions
 
 
@@ -212,13 +210,28 @@ def chart(result: dict, path: Path) -> Path:
 
 
 def write_outputs(result: dict, out: Path) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
     files = {"json": out / "comparison.json", "markdown": out / "comparison.md", "chart": out / "comparison.png"}
     write_json(files["json"], result)
     with atomic_open(files["markdown"]) as fh:
         fh.write(markdown(result))
     chart(result, files["chart"])
     return files
+
+
+def _note_recipe_inputs(recipe: Path | None, overrides: list[str]) -> None:
+    """Note what the two runs will read, so that ``--out`` inside any of it is refused before they start.
+
+    A recipe that does not load is left to the runs, which refuse it naming the problem.
+    """
+    from ..training.loop import recipe_inputs
+    from ..training.recipe import load_recipe
+
+    try:
+        config = load_recipe(recipe, overrides)
+    except ValueError:
+        return
+    for path in recipe_inputs(config):
+        note_input(path)
 
 
 def compare(recipe: Path | None, overrides: list[str], out: Path, launcher: str = "", lora_set: list[str] = (),
@@ -229,12 +242,15 @@ def compare(recipe: Path | None, overrides: list[str], out: Path, launcher: str 
     Returns the comparison with ``files`` (what was written) and ``text`` (the Markdown table).
     """
     seconds = None
-    if collect_dirs:
-        dirs = dict(zip(MODES, collect_dirs))
-    else:
+    if not collect_dirs:
         overrides = list(overrides)
         if recipe is not None and not Path(recipe).exists() and "=" in str(recipe):  # only overrides
             recipe, overrides = None, [str(recipe), *overrides]
+        _note_recipe_inputs(recipe, [*overrides, *full_set, "mode=full"])
+    workdir(out, "compare")  # new, empty or an earlier comparison's: runs and tables are written there
+    if collect_dirs:
+        dirs = dict(zip(MODES, collect_dirs))
+    else:
         runs = run_pair(recipe, overrides, out, launcher, lora_set, full_set)
         dirs = {m: Path(r["dir"]) for m, r in runs.items()}
         seconds = {m: r["process_seconds"] for m, r in runs.items()}

@@ -18,14 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-import shutil
 import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from .. import data, synthetic
-from ..common.files import OutputError, write_json
+from ..common.inputs import read_json, read_mapping, read_text
+from ..common.outputs import atomic_open, remove_tree, workdir, write_json
 from ..data.tokenization import build_char_vocab
 from ..ensemble.weight_search import split_ids
 from ..evaluation import oracle
@@ -43,8 +43,7 @@ def _qa_scale(args: list, ranks: int, log_file: Path) -> None:
     """Run ``qa-scale ARGS`` under the deepspeed launcher (``ranks`` > 1) or plainly; log to a file."""
     cmd = processes.command(args, ranks=ranks)
     log.info("  $ %s  (log: %s)", shlex.join(cmd), log_file)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "w", encoding="utf-8") as fh:
+    with atomic_open(log_file, binary=True) as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=processes.child_env(), check=False)
     if proc.returncode != 0:
         tail = log_file.read_text(encoding="utf-8", errors="replace")[-3000:]
@@ -59,14 +58,14 @@ def _stage(run_dir: Path, args: list, ranks: int, log_file: Path, inputs: str) -
     """
     key = json.dumps({"args": [str(a) for a in args], "ranks": ranks, "inputs": inputs}, ensure_ascii=False)
     stamp, summary = run_dir / "demo_stage.json", run_dir / "summary.json"
-    if stamp.exists() and stamp.read_text(encoding="utf-8") == key and summary.exists() \
-            and json.loads(summary.read_text(encoding="utf-8")).get("finished", False):
+    if stamp.exists() and read_text(stamp) == key and summary.exists() \
+            and read_mapping(summary, "run summary").get("finished", False):
         log.info("  reusing %s", run_dir)
         return key
-    if run_dir.exists():  # another configuration, or an unfinished run: start over
-        shutil.rmtree(run_dir)
+    remove_tree(run_dir)  # another configuration, or an unfinished run: start over (only a folder of ours)
     _qa_scale(args, ranks, log_file)
-    stamp.write_text(key, encoding="utf-8")
+    with atomic_open(stamp) as fh:
+        fh.write(key)
     return key
 
 
@@ -113,9 +112,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None) -> dict:
     cfg, out, clock = config or DemoConfig(), Path(out_dir).resolve(), _Clock()
     if cfg.batch_size % cfg.ranks:
         raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of ranks {cfg.ranks}")
-    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
-        raise OutputError(f"{out} is a folder with other content (no {MARKER}): the demo writes and replaces "
-                          "sub-folders there; choose a new or empty folder")
+    workdir(out, "demo")  # new, empty or an earlier demo's: it writes and replaces sub-folders there
     write_json(out / MARKER, {"config": asdict(cfg)})
     paths, data_key, report = _data_stage(cfg, out)
     clock.lap("data")
@@ -156,7 +153,7 @@ def _data_stage(cfg: DemoConfig, out: Path) -> tuple[dict, str, dict]:
     paths["dev_search"] = _subset(paths["squad_dev"], set(search), out / "data" / "squad_dev_search.json")
     data_key = json.dumps({"sample": asdict(sample), "vocab_size": cfg.vocab_size, "search": cfg.search_fraction})
     log.info("2/8 character vocabulary and 3/8 oracle fidelity of the dev windows")
-    lines = paths["corpus"].read_text(encoding="utf-8").splitlines()
+    lines = read_text(paths["corpus"]).splitlines()
     tok = build_char_vocab(lines, out / "tokenizer", vocab_size=cfg.vocab_size)
     dev = data.load(paths["squad_dev"], "strict")
     report: dict = {"config": asdict(cfg), "windows": {**vars(cfg.windows()), "stride": cfg.windows().stride()},
@@ -167,7 +164,7 @@ def _data_stage(cfg: DemoConfig, out: Path) -> tuple[dict, str, dict]:
 
 def _subset(squad_file: Path, ids: set[str], out: Path) -> Path:
     """The SQuAD-style file with only the questions in ``ids`` (the members' dev: the search part)."""
-    raw = json.loads(squad_file.read_text(encoding="utf-8"))
+    raw = read_json(squad_file)
     for article in raw["data"]:
         for para in article["paragraphs"]:
             para["qas"] = [qa for qa in para["qas"] if qa["id"] in ids]
@@ -185,7 +182,7 @@ def _backbone_stage(cfg: DemoConfig, out: Path, paths: dict, data_key: str, name
             "--seq-len", cfg.backbone_seq_len, "--steps", cfg.backbone_steps, "--lr", cfg.backbone_lr,
             "--batch-size", cfg.batch_size, "--seed", seed + 100 * cfg.seed]
     key = _stage(run, args, cfg.ranks, out / "logs" / f"backbone_{name}.log", data_key)
-    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    summary = read_mapping(run / "summary.json", "run summary")
     report["backbones"][name] = {"layers": layers, "hidden_size": hidden, "seed": seed + 100 * cfg.seed,
                                  "steps": summary["steps"], "parameters": summary["parameters"]["total"]}
     return run, key

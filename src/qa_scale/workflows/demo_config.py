@@ -27,17 +27,17 @@ class DemoConfig:
                 "seeds make members that disagree where an ensemble can help"})
     heads: int = option(4, "attention heads of every backbone (must divide each hidden size)", ge=1)
     backbone_steps: int = option(1000, "masked-LM steps of each backbone", ge=1)
-    backbone_lr: float = option(1e-3, "masked-LM peak learning rate")
-    backbone_seq_len: int = option(128, "tokens per masked-LM block")
+    backbone_lr: float = option(1e-3, "masked-LM peak learning rate", gt=0)
+    backbone_seq_len: int = option(128, "tokens per masked-LM block", ge=8)
     member_steps: int = option(1000, "optimizer steps of each reader", ge=1)
-    member_lr: float = option(1e-3, "peak learning rate of the full fine-tunes")
-    lora_lr: float = option(3e-3, "peak learning rate of LoRA readers")
+    member_lr: float = option(1e-3, "peak learning rate of the full fine-tunes", gt=0)
+    lora_lr: float = option(3e-3, "peak learning rate of LoRA readers", gt=0)
     lora_r: int = option(16, "LoRA rank of LoRA readers", ge=1)
     batch_size: int = option(32, "windows per optimizer step", ge=1)
     # Short windows: a small reader from a briefly pre-trained backbone learns far faster on
     # 64-token windows (one answer window per question) than on 256-token ones, at equal time.
     max_seq_len: int = option(64, "reader window length in tokens", ge=1)
-    doc_overlap: int = option(16, "tokens shared by consecutive windows")
+    doc_overlap: int = option(16, "tokens shared by consecutive windows", ge=0)
     max_question_len: int = option(32, "question tokens kept", ge=1)
     strategy: Literal["random_answer", "answer_and_negative", "all"] = option(
         "random_answer", "training windows: one answer window per question; that one and one window without "

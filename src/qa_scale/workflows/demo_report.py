@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import data
-from ..common.files import write_json
+from ..common.inputs import read_json
+from ..common.outputs import write_json
 from ..ensemble.combine import ensemble
 from ..ensemble.spec import EnsembleRecipe, Member, save_recipe
 from ..ensemble.weight_search import search_weights, split_ids
@@ -96,10 +97,8 @@ def _comparison(report: dict, per_q: dict, cfg: DemoConfig) -> dict:
 def _test(out: Path, paths: dict, members: list, test_stores: list, weights: list[float], rule: str,
           report: dict) -> dict:
     """The HW7 test split: every member's and the ensemble's accuracy, and the submission files."""
-    import json
-
     log.info("8/8 submissions")
-    truth = json.loads(paths["hw7_test_answers"].read_text(encoding="utf-8"))
+    truth = read_json(paths["hw7_test_answers"])
     refs = {k: [v] for k, v in truth.items()}
     for (name, _), store in zip(members, test_stores):
         report["members"][name]["test"] = _scores(metrics.evaluate(store.predictions(), refs, hw7=True))

@@ -51,4 +51,4 @@ def _question(q: dict, qid: str, paragraphs: list, path: Path) -> RawQuestion:
 
 FORMAT = register(DataFormat(
     name="hw7", description="NTU ML HW7, top-level 'questions' + 'paragraphs'",
-    detect=detect, read=read, exact_accuracy=True, submission="csv"))
+    detect=detect, read=read, exact_accuracy=True, submission="csv", answer_key="answer_text"))

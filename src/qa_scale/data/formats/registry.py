@@ -30,6 +30,7 @@ class DataFormat:
             no normalisation), as the HW7 leaderboard does.
         submission: the leaderboard file kind of this data (``"csv"`` Kaggle ``ID,Answer`` or
             ``"json"`` ``{id: answer}``), when ``submit --format auto`` cannot tell from the suffix.
+        answer_key: where answer ``{n}`` (from 0) of a question keeps its text, for messages.
     """
 
     name: str
@@ -38,6 +39,11 @@ class DataFormat:
     read: Callable[[Any, Path], Iterable[RawQuestion]]
     exact_accuracy: bool = False
     submission: str = "json"
+    answer_key: str = "answers[{n}].text"
+
+    def answer_text_key(self, n: int) -> str:
+        """The key of answer ``n``'s text in a question of this format (``answers[0].text``)."""
+        return self.answer_key.format(n=n)
 
 
 FORMATS: Registry[DataFormat] = Registry("data format")
