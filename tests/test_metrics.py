@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qa_scale.evaluation import metrics
+from qa_scale.evaluation import metrics, segmentation
 from qa_scale.evaluation.metrics import (
     PUNCTUATION,
     Scores,
@@ -138,7 +138,7 @@ def test_segmentation_mixed_text():
 
 def test_cjk_range_matches_official_regex_at_boundaries():
     for char in ["\u4dff", "\u4e00", "\u9fa5", "\u9fa6", "a", "。", "\u3400"]:
-        assert metrics._is_cjk(char) == bool(re.search("[\u4e00-\u9fa5]", char))
+        assert segmentation.is_cjk(char) == bool(re.search("[\u4e00-\u9fa5]", char))
     # U+9FA6 is a CJK ideograph outside the official range: it joins the NLTK buffer.
     assert mixed_segmentation("\u9fa6\u9fa6年") == ["\u9fa6\u9fa6", "年"]
 
@@ -257,17 +257,17 @@ def test_tokenizer_backend_selection(monkeypatch):
     def missing(_name):
         raise LookupError("no punkt_tab")
 
-    metrics._select_tokenizer.cache_clear()
+    segmentation.select_tokenizer.cache_clear()
     try:
         monkeypatch.setattr(nltk.data, "find", missing)
         assert metrics.tokenizer_backend() == "fallback"
-        metrics._select_tokenizer.cache_clear()
+        segmentation.select_tokenizer.cache_clear()
         monkeypatch.setattr(nltk.data, "find", lambda name: name)
         assert metrics.tokenizer_backend() == "punkt_tab"
-        assert metrics._select_tokenizer()[1] is nltk.word_tokenize
+        assert segmentation.select_tokenizer()[1] is nltk.word_tokenize
     finally:
         monkeypatch.undo()
-        metrics._select_tokenizer.cache_clear()
+        segmentation.select_tokenizer.cache_clear()
     # Both backends agree on ordinary text.
     assert metrics.word_tokenize("hello world. nba finals") == [
         "hello", "world", ".", "nba", "finals"

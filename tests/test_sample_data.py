@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from qa_scale.common.outputs import MARKER
-
 from qa_scale import synthetic
+from qa_scale.common.outputs import MARKER
 from qa_scale.synthetic import SampleConfig, generate, write_all, write_hw7, write_squad
 
 SMALL = dict(train_paragraphs=40, dev_paragraphs=12, test_paragraphs=12)

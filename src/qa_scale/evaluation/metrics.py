@@ -42,8 +42,6 @@ from .segmentation import (
     tokenizer_backend,
     word_tokenize,
 )
-from .segmentation import is_cjk as _is_cjk  # noqa: F401 - the old private names, for their callers
-from .segmentation import select_tokenizer as _select_tokenizer  # noqa: F401
 
 __all__ = [
     "PUNCTUATION",
