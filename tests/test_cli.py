@@ -99,3 +99,21 @@ def test_train_leaves_its_process_group_before_exiting(sample, tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=clean_env(), check=True)
     assert proc.stdout.splitlines()[-1] == "code 0 initialized False", proc.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["finished"]
+
+
+HEAVY = ("torch", "transformers", "datasets", "deepspeed", "fastapi")
+
+
+def test_no_help_imports_torch():
+    """`qa-scale --help` and every `qa-scale COMMAND --help` answer without torch or the model stack."""
+    code = ("import contextlib, io, sys\n"
+            "from qa_scale.cli import COMMANDS, main\n"
+            "for argv in [['--help'], *[[name, '--help'] for name in COMMANDS]]:\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        try:\n"
+            "            main(argv)\n"
+            "        except SystemExit:\n"
+            "            pass\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

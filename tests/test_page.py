@@ -95,3 +95,32 @@ def test_the_page_highlights_the_answer_in_the_paragraph(server):
             page.wait_for_function("document.getElementById('status').textContent.includes('context: is empty')")
         finally:
             browser.close()
+
+
+def test_offsets_after_astral_characters_and_no_failed_requests(server):
+    """The service counts code points and the page must too: characters outside the BMP (𠮷, emoji; two
+    UTF-16 units each in JavaScript) before the answer used to shift the highlight. And the page asks
+    for nothing that is not there (a missing favicon was a 404 in the console)."""
+    from playwright.sync_api import sync_playwright
+
+    context = "𠮷𠮷😀😀北京是中国的首都，上海是中国最大的城市。张伟于1987年出生在杭州，2010年毕业于浙江大学。"
+    question = "张伟在哪里出生？"
+    want = answer(server["panel"], [Query(context, question)], nbest=True)[0]
+    assert want["answer"] and want["start"] >= 4  # the span lies after the astral characters
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=server["browser"], args=FLAGS)
+        try:
+            page = browser.new_page()
+            failed = []
+            page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            page.goto(server["url"])
+            page.wait_for_function("document.getElementById('info').textContent.includes('3 reader(s)')")
+            page.fill("#context", context)
+            page.fill("#question", question)
+            page.press("#question", "Enter")
+            mark = page.wait_for_selector(".answer .paragraph mark", timeout=30_000)
+            assert mark.inner_text() == want["answer"] == context[want["start"]:want["end"]]
+            assert page.inner_text(".answer .paragraph") == context
+            assert not failed, failed
+        finally:
+            browser.close()

@@ -10,44 +10,18 @@ forward passes, and each example is decoded from its own windows only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
-from ..common.inputs import InputError, check_text
 from ..data import Example
 from ..data.windows import build_windows
 from ..ensemble.combine import combine_arrays
 from ..evaluation.decode import Decoded, balance_span, decode
 from ..inference.forward import predict_logits
 from ..runtime.distributed import single
+from .query import Query, check_query, check_text_of
 from .readers import Panel
 
-
-@dataclass(frozen=True)
-class Query:
-    """One question about one paragraph."""
-
-    context: str
-    question: str
-
-
-def check_text_of(query: Query, where: str) -> None:
-    """Refuse a context or question that is not text: not a string, or holding a lone surrogate
-    (no tokenizer takes one). Raises :class:`~qa_scale.common.inputs.InputError` naming ``where``."""
-    for name in ("context", "question"):
-        value = getattr(query, name)
-        if not isinstance(value, str):
-            raise InputError(f"{where}: the {name} must be a string, not {type(value).__name__}")
-        check_text(value, f"{where}: the {name}")
-
-
-def check_query(query: Query, where: str) -> None:
-    """Refuse what cannot be answered: text that is not text, an empty paragraph or question (``where`` names it)."""
-    check_text_of(query, where)
-    if not query.context.strip():
-        raise InputError(f"{where}: the context is empty")
-    if not query.question.strip():
-        raise InputError(f"{where}: the question is empty")
+__all__ = ["Query", "answer", "answer_of", "check_query", "check_text_of", "logits_of"]
 
 
 def logits_of(panel: Panel, examples: Sequence[Example]):

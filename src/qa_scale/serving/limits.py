@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 from ..common.inputs import InputError, parse_json_bytes
 from ..common.settings import option
-from .answering import Query
+from .query import Query
 
 FIELDS = ("context", "questions", "nbest")
 MAX_DETAILS = 20  # problems listed in one error at most
