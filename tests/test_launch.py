@@ -102,3 +102,54 @@ def test_workflow_launches_get_their_own_rendezvous_port():
     cmd = command(["train", "x.yaml"], ranks=2)
     assert cmd[1:3] == ["--num_gpus", "2"] and cmd[3] == "--master_port" and int(cmd[4]) != 29500
     assert cmd[-2:] == ["train", "x.yaml"] and "--master_port" not in command(["train"], ranks=1)
+
+
+# Records what `deepspeed` was given, and the env file it would read before the script removes it.
+MULTINODE_STUB = r'''#!/usr/bin/env python3
+import json, os, sys
+env_file = os.environ.get("DS_ENV_FILE", "")
+lines = open(env_file).read().splitlines() if os.path.isabs(env_file) else None
+with open(os.environ["STUB_LOG"], "a") as fh:
+    fh.write(json.dumps({"args": sys.argv[1:], "env_lines": lines}) + "\n")
+'''
+
+
+def run_multinode(tmp_path, hostfile_text: str, extra_env: dict | None = None) -> dict:
+    bin_dir, home, tmp = tmp_path / "bin", tmp_path / "home", tmp_path / "tmp"
+    for folder in (bin_dir, home, tmp):
+        folder.mkdir(exist_ok=True)
+    for name, text in (("deepspeed", MULTINODE_STUB), ("qa-scale", "#!/bin/sh\n")):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "hostfile").write_text(hostfile_text)
+    log = tmp_path / "calls.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "NCCL_", "MASTER_", "DS_ENV"))}
+    env.update({"PATH": f"{bin_dir}:{env['PATH']}", "STUB_LOG": str(log), "HOME": str(home), "TMPDIR": str(tmp),
+                **(extra_env or {})})
+    subprocess.run(["bash", str(ROOT / "launch" / "train_multinode.sh"), str(tmp_path / "hostfile"), "r.yaml",
+                    "optim.epochs=1"], cwd=tmp_path, env=env, check=True, capture_output=True, text=True, timeout=60)
+    [call] = [json.loads(line) for line in log.read_text().splitlines()]
+    return call
+
+
+def test_multinode_master_is_the_first_host_after_comments_and_blank_lines(tmp_path):
+    hostfile = "# two nodes, 8 GPUs each\n\n   \n  # node-a is down\nnode-b slots=8\nnode-c slots=8\n"
+    call = run_multinode(tmp_path, hostfile)
+    args = call["args"]
+    assert args[args.index("--master_addr") + 1] == "node-b"
+    assert args[args.index("--hostfile") + 1] == str(tmp_path / "hostfile")
+    assert args[-3:] == ["train", "r.yaml", "optim.epochs=1"] and "--launcher" not in args
+
+
+def test_multinode_sends_hf_and_nccl_variables_to_every_node(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".deepspeed_env").write_text("# mine\nOMP_NUM_THREADS=4\n\n")
+    call = run_multinode(tmp_path, "node-a slots=8\n", {
+        "HF_HOME": "/shared/hf cache", "HF_HUB_OFFLINE": "1", "NCCL_SOCKET_IFNAME": "eth0", "HF_TOKEN": "secret",
+        "MASTER_ADDR": "10.0.0.5"})
+    args = call["args"]
+    assert args[args.index("--master_addr") + 1] == "10.0.0.5"
+    assert sorted(call["env_lines"]) == ["HF_HOME=/shared/hf cache", "HF_HUB_OFFLINE=1", "NCCL_SOCKET_IFNAME=eth0",
+                                         "OMP_NUM_THREADS=4"]
+    assert call["env_lines"] is not None and not list((tmp_path / "tmp").iterdir()), "the env file is removed"

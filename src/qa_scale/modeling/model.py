@@ -175,9 +175,12 @@ def _load_pretrained(name_or_path: str, attn_implementation: str, seed: int | No
         try:
             # Tensors of another shape are loaded as new ones and reported in ``info``: the coverage
             # check below then refuses them by name (transformers' own error names no tensor).
+            # fp32 always: transformers 5 loads a checkpoint in the dtype it was saved in, and a
+            # half-precision hub checkpoint would otherwise be trained (master weights), read and
+            # exported in fp16/bf16; mixed precision is the engine's or autocast's business.
             model, info = model_class.from_pretrained(
                 name_or_path, config=config, output_loading_info=True, ignore_mismatched_sizes=True,
-                attn_implementation=_attn_for(model_class, attn_implementation))
+                attn_implementation=_attn_for(model_class, attn_implementation), dtype=torch.float32)
         except (OSError, RuntimeError, ValueError) as err:  # e.g. a directory holding a config but no weights
             raise ModelLoadError(f"cannot load model weights from {name_or_path!r}: {err}") from None
     check_coverage(name_or_path, model, info, new_head)
@@ -192,7 +195,8 @@ def load_qa_model(name_or_path: str | None, *, vocab_size: int | None = None, ti
     Args:
         name_or_path: a local directory saved with ``save_pretrained`` (a QA checkpoint, or with
             ``new_head`` a BERT masked-LM / encoder checkpoint whose span head is then newly
-            initialised), or a hub name present in the local cache. Ignored when ``tiny`` is given.
+            initialised), or a hub name present in the local cache; loaded in fp32 whatever dtype
+            it was saved in. Ignored when ``tiny`` is given.
         vocab_size: embedding rows of a tiny model (required with ``tiny``).
         tiny: build a randomly initialised BERT from :func:`tiny_bert_config` with these
             overrides (``{}`` for the defaults) instead of loading anything.

@@ -4,12 +4,17 @@ Every command that runs a model (``train``, ``backbone``, ``predict``) joins a p
 through :func:`init`: the one the ``deepspeed`` launcher describes in ``RANK``/``WORLD_SIZE``/
 ``MASTER_*``, or a group of one for a plain process. The collectives below run whenever that
 group exists, with one rank as with eight, so a one-GPU run goes through exactly the code of a
-multi-GPU run. Their tensors are made on :attr:`Dist.device` (``cuda:LOCAL_RANK`` under
-``nccl``, the CPU under ``gloo``): an ``nccl`` group has no CPU backend, and a CPU tensor there
-fails at the first collective. No other module calls ``torch.distributed`` (a test checks).
+multi-GPU run. A group of one is torch's own (an in-memory store): DeepSpeed's communication
+backend would build or load its C++ all-reduce op (a minute's compile on a loaded CPU) for a
+process that has no peer; ``deepspeed.initialize`` wraps the group when training. Their tensors
+are made on :attr:`Dist.device` (``cuda:LOCAL_RANK`` under ``nccl``, the CPU under ``gloo``): an
+``nccl`` group has no CPU backend, and a CPU tensor there fails at the first collective. No other
+module calls ``torch.distributed`` (a test checks).
 
 Writes to a shared place (window caches, logs, exports) are rank-0 work ordered by
-:func:`main_first` or followed by :func:`barrier`.
+:func:`main_first` or followed by :func:`barrier`; :func:`check_shared` proves at the start that
+every rank sees that place. The others wait for such work under the group's timeout
+(``run.timeout_minutes``), long enough for an export or a cache build on slow shared storage.
 """
 
 from __future__ import annotations
@@ -17,24 +22,41 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
+import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 
+from ..common.outputs import write_json
 from .processes import free_port
 
 log = logging.getLogger(__name__)
 CPU_FP16_ENV = "QA_SCALE_CPU_FP16"  # tests: let DeepSpeed's fp16 path run on the CPU accelerator
 Device = Literal["auto", "cuda", "cpu"]
+# Rank-0-only work (export, checkpoint cleaning, plots, cache builds, decoding, stores) keeps the
+# others in a barrier; DeepSpeed's default of 10 minutes can end a long run at its very end.
+DEFAULT_TIMEOUT_MINUTES = 60.0
+TIMEOUT_SETTING = "run.timeout_minutes"
+_timeout_minutes = DEFAULT_TIMEOUT_MINUTES  # of the group this process joined (named in timeout errors)
 
 
 class DeviceError(RuntimeError):
     """GPUs that this torch cannot use, or a device that is asked for and absent."""
+
+
+class CollectiveTimeout(RuntimeError):
+    """A rank waited in a collective longer than the process group's timeout."""
+
+
+class SharedStorageError(RuntimeError):
+    """A run folder that some rank cannot see: it is not on storage shared by every node."""
 
 
 @dataclass(frozen=True)
@@ -127,16 +149,19 @@ def _world_of_one() -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
 
 
-def init(device: Device = "auto") -> Dist:
+def init(device: Device = "auto", timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES) -> Dist:
     """Join the launcher's process group, or make a group of one when run plainly.
 
     Args:
         device: ``auto`` (CUDA when torch has it; an error when GPUs are visible but torch
             cannot use them), ``cuda`` or ``cpu``.
+        timeout_minutes: how long a rank waits in a collective for the others (``run.timeout_minutes``):
+            longer than any work that rank 0 does alone.
 
     Returns:
         This rank's :class:`Dist`; ``nccl`` on CUDA (one GPU per local rank), ``gloo`` on CPU.
     """
+    global _timeout_minutes
     kind = choose_device(device)
     with contextlib.redirect_stdout(sys.stderr):
         import deepspeed
@@ -148,20 +173,42 @@ def init(device: Device = "auto") -> Dist:
     if os.environ.get(CPU_FP16_ENV) == "1":
         from deepspeed.accelerator import get_accelerator
         get_accelerator().is_fp16_supported = lambda: True
-    if kind == "cpu":  # a stale buffer under our name would be opened by the peers before we re-create it
+    alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    if kind == "cpu" and not alone:  # a stale buffer under our name would be opened by the peers first
         _shm_buffer().unlink(missing_ok=True)  # output-layer: DeepSpeed's shared-memory buffer, not an output
-        if torch.cuda.is_available():
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if kind == "cpu" and torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     local = int(os.environ.get("LOCAL_RANK", 0))
     if kind == "cuda":
         torch.cuda.set_device(local)
-    with _logs_to_stderr():
-        deepspeed.init_distributed(dist_backend="nccl" if kind == "cuda" else "gloo")
+    backend, timeout = "nccl" if kind == "cuda" else "gloo", timedelta(minutes=timeout_minutes)
+    _timeout_minutes = timeout_minutes
+    if alone:  # no peer, no DeepSpeed communication backend: it would build its shared-memory op
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+    else:
+        with _logs_to_stderr():
+            deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
     if kind == "cpu":
-        dist.barrier()  # every rank has mapped every buffer: the names can go, the memory stays
-        _shm_buffer().unlink(missing_ok=True)  # output-layer: DeepSpeed's shared-memory buffer, not an output
+        if not alone:
+            dist.barrier()  # every rank has mapped every buffer: the names can go, the memory stays
+            _shm_buffer().unlink(missing_ok=True)  # output-layer: DeepSpeed's shared-memory buffer, not an output
         share_cpu_threads()
     return current()
+
+
+@contextlib.contextmanager
+def _waiting() -> Iterator[None]:
+    """Name the setting when a collective outlasts the group's timeout (gloo, nccl: "timed out")."""
+    try:
+        yield
+    except RuntimeError as err:
+        if "timed out" not in str(err).lower() and "timeout" not in str(err).lower():
+            raise
+        raise CollectiveTimeout(
+            f"rank {dist.get_rank()} waited longer than the process-group timeout ({TIMEOUT_SETTING} = "
+            f"{_timeout_minutes:g} minutes) for the other ranks; work that rank 0 does alone (export, "
+            f"checkpoint cleaning, caches, stores) took longer, or a rank died: raise {TIMEOUT_SETTING} "
+            f"if rank 0 is only slow ({err})") from err
 
 
 def current() -> Dist:
@@ -177,7 +224,8 @@ def current() -> Dist:
 def barrier() -> None:
     """Wait for every rank (nothing to wait for without a group)."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        with _waiting():
+            dist.barrier()
 
 
 @contextlib.contextmanager
@@ -198,7 +246,8 @@ def main_first(d: Dist) -> Iterator[None]:
 def all_sum_(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over the ranks, in place, on its device; returns it."""
     if dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        with _waiting():
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
@@ -212,7 +261,8 @@ def max_float(value: float, d: Dist) -> float:
     """The largest ``value`` over the ranks."""
     t = torch.tensor([float(value)], dtype=torch.float64 if d.device.type == "cpu" else torch.float32, device=d.device)
     if dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        with _waiting():
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return float(t.item())
 
 
@@ -230,7 +280,8 @@ def broadcast_object(obj: Any, d: Dist, src: int = 0) -> Any:
     if not dist.is_initialized():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src, device=d.device)
+    with _waiting():
+        dist.broadcast_object_list(box, src=src, device=d.device)
     return box[0]
 
 
@@ -239,8 +290,48 @@ def gather_objects(obj: Any, d: Dist, dst: int = 0) -> list | None:
     if not dist.is_initialized():
         return [obj]
     out = [None] * d.world_size if d.rank == dst else None
-    dist.gather_object(obj, out, dst=dst)  # nccl: pickles travel through cuda.current_device()
+    with _waiting():
+        dist.gather_object(obj, out, dst=dst)  # nccl: pickles travel through cuda.current_device()
     return out
+
+
+def check_shared(folders: Mapping[str, str | os.PathLike | None], d: Dist) -> None:
+    """Fail on every rank unless every rank sees the files rank 0 writes in ``folders`` (None: unset).
+
+    Caches, checkpoints and exports assume one storage for all nodes: a node-local ``output_dir``
+    makes the ranks of another node build their own caches, decide resumption apart from node 0
+    and hang in its collectives. Rank 0 writes a token of a random name into each folder (setting
+    name → folder, as this rank sees it); every rank looks for it, and all learn who missed it.
+
+    Raises:
+        SharedStorageError: on every rank, naming the first rank (and host) that cannot see a folder.
+    """
+    folders = {key: Path(folder) for key, folder in folders.items() if folder}
+    token = broadcast_object(secrets.token_hex(8), d)
+    name = f".shared-check-{token}.json"
+    if d.main:
+        for folder in folders.values():
+            write_json(folder / name, {"token": token})
+    barrier()
+    missing = []
+    for key, folder in folders.items():
+        try:
+            seen = (folder / name).read_text(encoding="utf-8")
+        except OSError:
+            seen = ""
+        if token not in seen:
+            missing.append((key, str(folder)))
+    found = broadcast_object(gather_objects((d.rank, socket.gethostname(), missing), d), d)
+    if d.main:  # every rank has looked (the gather): the tokens can go
+        for folder in folders.values():
+            (folder / name).unlink(missing_ok=True)  # output-layer: the check's own token file
+    for rank, host, lost in found:
+        if lost:
+            key, folder = lost[0]
+            raise SharedStorageError(
+                f"{key} {folder} is not on storage shared by all nodes: rank {rank} (host {host}) cannot see "
+                f"{name}, which rank 0 wrote there; put run.output_dir and data.cache_dir on storage that "
+                "every node mounts at the same path")
 
 
 def leave(ok: bool) -> None:
@@ -253,5 +344,5 @@ def leave(ok: bool) -> None:
     if not dist.is_available() or not dist.is_initialized():
         return
     if ok:
-        dist.barrier()  # no rank tears down while another still talks to it
+        barrier()  # no rank tears down while another still talks to it
     dist.destroy_process_group()

@@ -5,24 +5,29 @@ writes its own shards), one ``rng-rank-RRR.pt`` per rank (torch, CUDA, NumPy and
 states), and ``COMMITTED.json``, written by rank 0 last, after every rank has finished. A folder
 without ``COMMITTED.json`` is torn (a crash while saving): ``--resume auto`` never picks it, and
 the previous checkpoint stays usable because nothing is ever written into a committed folder.
+Resuming from an earlier checkpoint moves the committed ones after it (an abandoned future) into
+``checkpoints/abandoned-after-step-NNNNNNNN-<time>/``, where nothing looks for checkpoints.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import random
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..common.inputs import read_mapping
-from ..common.outputs import atomic_open, write_json
+from ..common.outputs import atomic_open, ensure_dir, write_json
 from ..runtime.distributed import barrier
 
+log = logging.getLogger(__name__)
 TAG = re.compile(r"^step-(\d{8})$")
 # Crash-test hook. "crash-before-commit:<step>": every rank dies after the shards of <step>, before the
 # commit. "crash-mid-shard:<step>:<rank>": that rank dies while DeepSpeed writes its optimizer shard of
@@ -121,6 +126,36 @@ def find(ckpt_dir: Path, resume: str) -> str | None:
     if path.parent.resolve() != Path(ckpt_dir).resolve():
         raise ResumeError(f"{path} is not inside this run's checkpoint folder {ckpt_dir}")
     return path.name
+
+
+def abandon_later(ckpt_dir: Path, step: int) -> list[str]:
+    """Rank 0, on resuming from ``step``: move the committed checkpoints of later steps aside.
+
+    They are the future the resume abandons. Left in place they would pass for this run's:
+    :func:`save` skips a step that is already committed, so a redone step would keep the abandoned
+    weights, and ``--resume auto``, the best checkpoint and the export could pick them. They are
+    moved (not deleted) into ``abandoned-after-step-NNNNNNNN-<time>/`` beside the checkpoints, which
+    :func:`committed`, :func:`prune` and :func:`clean` do not look into. Torn folders of later steps
+    stay: nothing picks them, and :func:`save` replaces a torn attempt at its step.
+
+    Returns:
+        The tags moved, oldest first.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    later = [tag for s, tag in committed(ckpt_dir) if s > step]
+    if not later:
+        return []
+    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 1
+    dest = ckpt_dir / f"abandoned-after-{tag_of(step)}-{stamp}"
+    while dest.exists():  # two resumes within a second
+        n += 1
+        dest = ckpt_dir / f"abandoned-after-{tag_of(step)}-{stamp}-{n}"
+    ensure_dir(dest)
+    for tag in later:
+        (ckpt_dir / tag).rename(dest / tag)  # output-layer: our committed checkpoints, moved aside whole (same disk)
+    log.warning("resuming from %s: moved the %d later checkpoint(s) of the abandoned run (%s) to %s",
+                tag_of(step), len(later), ", ".join(later), dest)
+    return later
 
 
 def load(engine, ckpt_dir: Path, tag: str, rank: int, world_size: int) -> dict:

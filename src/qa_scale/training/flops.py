@@ -12,7 +12,10 @@ import re
 import time
 from collections.abc import Callable
 
-__all__ = ["Throughput", "encoder_flops_per_token", "flops_per_token_fn", "mfu", "peak_flops", "peak_memory"]
+__all__ = [
+    "Throughput", "encoder_flops_per_token", "flops_per_token_fn", "matmul_parameters", "mfu", "peak_flops",
+    "peak_memory",
+]
 
 
 class Throughput:
@@ -54,7 +57,12 @@ class Throughput:
 
 
 def encoder_flops_per_token(
-    n_params_non_embedding: int, n_layers: int, hidden: int, seq_len: int, training: bool = True
+    n_params_non_embedding: int,
+    n_layers: int,
+    hidden: int,
+    seq_len: int,
+    training: bool = True,
+    n_trainable: int | None = None,
 ) -> float:
     """Model FLOPs per token of a bidirectional Transformer encoder.
 
@@ -65,20 +73,53 @@ def encoder_flops_per_token(
     ``4·n_layers·seq_len·hidden``. The often-quoted ``2·n_layer·n_ctx·d`` (Kaplan et al.)
     is half that, which fits a causal decoder whose tokens see half the context on average;
     an encoder token sees every position, as in PaLM's appendix B training count
-    ``6N + 12·L·H·Q·T``. Training costs 3× the forward: the backward pass
-    computes gradients for both activations and weights, two matmuls per forward matmul.
-    Embedding lookups, softmax, norms and activation recomputation are not counted, as
-    usual for MFU.
+    ``6N + 12·L·H·Q·T``.
+
+    Backward, per forward matmul ``y = x·W``: one matmul for the input gradient (``dy·Wᵀ``,
+    needed whether or not ``W`` trains, so the gradient reaches the adapters and head) and one
+    for the weight gradient (``xᵀ·dy``) only where ``W`` trains. Hence training costs
+    ``2·N + 2·N + 2·N_trainable`` for the weights: ``6·N`` in full fine-tuning, ``4·N +
+    2·N_trainable`` under LoRA, where the frozen backbone has no weight gradients (counting
+    ``6·N`` there overstates MFU about 1.5×). The attention matmuls multiply two activations,
+    so both of their backward matmuls are input gradients and are always counted:
+    ``3 × 4·n_layers·seq_len·hidden`` whatever trains. Embedding lookups, softmax, norms and
+    activation recomputation are not counted, as usual for MFU.
 
     Args:
-        n_params_non_embedding: Parameters excluding token/position/type embeddings.
+        n_params_non_embedding: Parameters excluding token/position/type embeddings (``N``).
         n_layers: Encoder layers.
         hidden: Model width (= heads × head size).
         seq_len: Tokens per window (the padded length actually computed).
-        training: Count forward + backward (×3) rather than forward only.
+        training: Count forward + backward rather than forward only.
+        n_trainable: Non-embedding parameters that receive gradients (``N_trainable``);
+            None means all ``N`` (full fine-tuning).
     """
-    forward = 2 * n_params_non_embedding + 4 * n_layers * seq_len * hidden
-    return float(3 * forward if training else forward)
+    attention = 4 * n_layers * seq_len * hidden
+    forward = 2 * n_params_non_embedding + attention
+    if not training:
+        return float(forward)
+    trainable = n_params_non_embedding if n_trainable is None else n_trainable
+    if not 0 <= trainable <= n_params_non_embedding:
+        raise ValueError(f"n_trainable={trainable} must lie in [0, {n_params_non_embedding}] (N)")
+    input_grads = 2 * n_params_non_embedding + 2 * attention  # attention: dQ, dK and dP, dV
+    return float(forward + input_grads + 2 * trainable)
+
+
+def matmul_parameters(module) -> tuple[int, int]:
+    """(N, N_trainable) of :func:`encoder_flops_per_token`: non-embedding parameters, all and trainable.
+
+    Embeddings are lookups, not matmuls. peft's frozen ``original_module`` copy of a head in
+    ``modules_to_save`` is skipped too: the forward runs the trained copy only. Under ZeRO-3 a
+    parameter's local tensor is an empty shard; its full size is ``ds_numel``.
+    """
+    n = n_trainable = 0
+    for name, p in module.named_parameters():
+        if "embeddings" in name or ".original_module." in name:
+            continue
+        size = getattr(p, "ds_numel", p.numel())
+        n += size
+        n_trainable += size if p.requires_grad else 0
+    return n, n_trainable
 
 
 # Dense (no 2:4 sparsity) tensor-core peaks from vendor datasheets, in FLOP/s, per GPU.
@@ -153,6 +194,7 @@ def flops_per_token_fn(engine, ds: dict, device) -> tuple[Callable[[float], floa
         return None, None
     precision = "bf16" if ds.get("bf16", {}).get("enabled") else "fp16" if ds.get("fp16", {}).get("enabled") else "fp32"
     cfg = engine.module.config
-    n = sum(getattr(p, "ds_numel", p.numel()) for name, p in engine.module.named_parameters() if "embeddings" not in name)
-    return (lambda seq: encoder_flops_per_token(n, cfg.num_hidden_layers, cfg.hidden_size, int(seq)),
+    n, n_trainable = matmul_parameters(engine.module)
+    return (lambda seq: encoder_flops_per_token(n, cfg.num_hidden_layers, cfg.hidden_size, int(seq),
+                                                n_trainable=n_trainable),
             peak_flops(torch.cuda.get_device_name(), precision))

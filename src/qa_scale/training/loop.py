@@ -80,7 +80,8 @@ class Trainer:
         self.out = workdir(config.run.output_dir, getattr(make_task, "output_kind", "train"))
         if config.data.cache_dir:  # a window cache shared by runs (the demo's members)
             workdir(config.data.cache_dir, "cache")
-        self.d = distributed.init(config.run.device)
+        self.d = distributed.init(config.run.device, config.run.timeout_minutes)
+        distributed.check_shared({"run.output_dir": self.out, "data.cache_dir": config.data.cache_dir}, self.d)
         self.ckpt_dir = self.out / "checkpoints"
         self.state = TrainState()
         self.setup(make_task)
@@ -99,6 +100,7 @@ class Trainer:
         self.tok = load_tokenizer(c.model.tokenizer or c.model.name_or_path)
         self.task = make_task(c, self.tok, Path(c.data.cache_dir or self.out / "cache"), d)
         model = self.task.build_model()
+        seed_rank(c.run.seed, d.rank)  # dropout (and masked-LM masks): each rank draws its own
         self.per_epoch = len(global_batches(self.task.windows(0).lengths, c.optim.global_batch_size, 0, 0, False))
         if self.per_epoch == 0:
             raise ValueError(f"{len(self.task.windows(0).lengths)} training rows make no global batch of "
@@ -131,7 +133,9 @@ class Trainer:
             self.state = TrainState(**client["qa_scale"])
             if self.d.main:
                 truncate_log(self.out, self.state.step)
+                checkpoint.abandon_later(self.ckpt_dir, self.state.step)  # so that redone steps are saved
                 log.info("resumed from %s (step %d)", tag, self.state.step)
+            distributed.barrier()  # no rank looks at the checkpoints before they are moved aside
 
     def write_run_files(self) -> None:
         if self.d.main:
@@ -318,6 +322,22 @@ class Trainer:
 
     def run(self) -> dict:
         return self.finish(self.fit())
+
+
+RANK_SEED_STRIDE = 1000  # rank r draws from seed + 1000·r: apart from the neighbouring seeds of other runs
+
+
+def seed_rank(seed: int, rank: int) -> None:
+    """Seed torch's RNG (CPU and every GPU) for what a rank draws on its own: dropout masks, masked-LM masks.
+
+    Called once the model is built, so the initialisation (``set_seed(seed)`` before it) is the same on
+    every rank, and before a resume restores each rank's saved state. The data order has its own
+    generator seeded from ``seed`` alone (:func:`~qa_scale.data.batches.global_batches`), so it stays
+    global. Rank 0 gets ``seed`` itself: a full fine-tuning build leaves the global stream as
+    ``set_seed`` left it (it seeds under ``fork_rng``), so such a one-process run draws what it drew
+    before ranks were seeded apart.
+    """
+    torch.manual_seed(seed + RANK_SEED_STRIDE * rank)
 
 
 def recipe_inputs(config: TrainConfig) -> list[Path]:

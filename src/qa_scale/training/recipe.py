@@ -129,6 +129,10 @@ class RunSection:
         "none", "after a successful export: keep every kept checkpoint (none), only the best one (keep_best; "
                 "~4.7 GB each for a large model), or none of them (all)")
     tensorboard: bool = option(True, "also log to TensorBoard")
+    timeout_minutes: float = option(
+        60.0, "how long a rank waits in a collective for the others: longer than any work rank 0 does alone "
+              "(export, checkpoint cleaning, cache builds) on the slowest storage; DeepSpeed's own default is 10",
+        ge=1)
 
     def __post_init__(self) -> None:
         check_fields(self)  # types and ranges of every number, as declared above
