@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _on_sigterm(signum, _frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: a second must not cut the clean-up short
     raise SystemExit(128 + signum)  # unwinds like an error: the transaction removes its staging
 
 
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-        if "torch.distributed" in sys.modules:  # only commands that ran a model joined a group
-            from ..runtime import distributed
+        # Only commands that ran a model joined a group. No import here: a signal that landed while
+        # torch was importing leaves it half-initialised, and importing it again would raise.
+        distributed = sys.modules.get("qa_scale.runtime.distributed")
+        if distributed is not None:
             distributed.leave(ok)
