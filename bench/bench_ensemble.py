@@ -59,7 +59,7 @@ from qa_scale.data.tokenization import load_tokenizer  # noqa: E402
 from qa_scale.data.windows import WindowConfig, build_windows  # noqa: E402
 from qa_scale.ensemble.combine import ensemble, mean_logits  # noqa: E402
 from qa_scale.evaluation.decode import decode  # noqa: E402
-from qa_scale.inference.logits_store import cast, open_store, write_store  # noqa: E402
+from qa_scale.inference.logits_store import StoreContent, cast, open_store, write_store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -74,8 +74,8 @@ def write_stores(data: str, vocab: str, workdir: Path, n: int, precision: str) -
     for k in range(n):
         start, end = (cast(x, precision) for x in make_logits(ws, "realistic", seed=k))
         decoded = decode(ws, start, end, examples, nbest=True)
-        paths.append(write_store(workdir / f"store{k}", ws, examples, start, end, decoded, precision=precision,
-                                 model={"path": f"synthetic/seed{k}"}).path)
+        paths.append(write_store(workdir / f"store{k}", StoreContent(ws, examples, start, end, decoded, precision=precision,
+                                                             model={"path": f"synthetic/seed{k}"})).path)
     return paths
 
 

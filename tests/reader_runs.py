@@ -48,7 +48,8 @@ def store_world(root: Path) -> dict:
     what the bad-input and contract tests run every command on."""
     from qa_scale import data
     from qa_scale.data.windows import WindowConfig
-    from qa_scale.inference.predict import predict_to_store
+    from qa_scale.inference.predict import StoreOptions, predict_to_store
+    from qa_scale.inference.reader import Reader
 
     paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=2, dev_paragraphs=4, test_paragraphs=2),
                                 root / "data")
@@ -58,8 +59,8 @@ def store_world(root: Path) -> dict:
     dev = data.load(paths["squad_dev"], "lenient").examples
     window = WindowConfig(max_seq_len=64, max_question_len=16, doc_overlap=16)
     for name in ("s1", "s2"):
-        predict_to_store(model.eval(), tok, dev, window, root / name, model_info={"path": str(root / name / "m")},
-                         progress=False)
+        predict_to_store(Reader.of(model.eval(), tok, window), dev, root / name,
+                         StoreOptions(model_info={"path": str(root / name / "m")}, progress=False))
     return {"root": root, "paths": paths, "tok": root / "tok", "model": root / "run" / "model",
             "stores": [root / "s1", root / "s2"], "dev": dev}
 

@@ -174,6 +174,46 @@ def test_cli_handlers_are_short():
     assert not long, long
 
 
+def test_tests_mirror_the_package():
+    """tests/<sub-package>/ for every layer (tests/bench/ for the benchmark scripts); nothing else."""
+    tests = Path(__file__).resolve().parent
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+    assert folders == set(LAYERS) | {"bench"}, folders ^ (set(LAYERS) | {"bench"})
+    loose = sorted(p.name for p in tests.glob("test_*.py"))
+    assert loose == ["test_gpu.py", "test_layout.py", "test_readme.py"], loose  # the whole path / the project
+
+
+READER_SIDE = ("inference", "serving", "ensemble")
+MAX_PARAMETERS = 6  # more, and a settings object is missing (ReaderOptions, StoreOptions, SearchSettings, …)
+
+
+def wide_functions(path: Path, limit: int = MAX_PARAMETERS) -> dict[str, int]:
+    """Functions of a module taking more than ``limit`` parameters (self/cls not counted)."""
+    found = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+            n = len(names) + bool(a.vararg) + bool(a.kwarg)
+            if n > limit:
+                found[f"{node.name}:{node.lineno}"] = n
+    return found
+
+
+def test_reader_side_functions_take_few_parameters():
+    """predict, answer, serve and the ensembler carry settings objects, not a dozen loose values."""
+    wide = {f"{p.relative_to(PACKAGE)}:{fn}": n for p in modules().values()
+            if p.relative_to(PACKAGE).parts[0] in READER_SIDE for fn, n in wide_functions(p).items()}
+    assert not wide, wide
+
+
+def test_the_parameter_check_catches_a_wide_function(tmp_path):
+    wide = tmp_path / "wide.py"
+    wide.write_text("class A:\n    def f(self, a, b, c, d, e, *, g=1, **kw):\n        pass\n"
+                    "def g(a, b, c, d, e, f):\n    pass\n", encoding="utf-8")
+    assert wide_functions(wide) == {"f:2": 7}
+
+
 # ---------------------------------------------------------------- one way out
 
 OUTPUT_LAYER = {PACKAGE / "common" / "outputs.py", PACKAGE / "common" / "transaction.py"}

@@ -25,7 +25,7 @@ def _check_data_arguments(p: argparse.ArgumentParser) -> None:
 def check_data(args: argparse.Namespace) -> int:
     from ..data.tokenization import load_tokenizer
     from ..data.windows import WindowConfig
-    from ..evaluation.oracle import check_data as run
+    from ..workflows.check_data import check_data as run
 
     result, text = run(args.data, load_tokenizer(args.tokenizer), from_arguments(WindowConfig, args),
                        args.mode, args.fmt, args.max_answer_len)

@@ -8,34 +8,16 @@ from ..common.settings import add_arguments, from_arguments, given
 from .common import command, data_arguments, emit, input_arg, output_folder
 
 
-def _batch_size(text: str) -> int | str:
-    if text == "auto":
-        return text
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1 or 'auto', got {text!r}")
-    return int(text)
-
-
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
-    from ..data.windows import WindowConfig
-    from ..evaluation.decode import DecodeConfig
+    from ..inference.options import add_reader_arguments
 
-    input_arg(p, "model", help="model directory, e.g. runs/x/model (exported by train)")
+    input_arg(p, "model", help="model directory, e.g. runs/x/model (exported by train), or a LoRA run's adapter/")
     data_arguments(p)
     output_folder(p, "--out", kind="store", required=True,
                   help="logits store folder to write (replaced atomically; an existing one only if it is a store)")
-    p.add_argument("--tokenizer", help="vocab.txt, tokenizer directory or hub name (default: the model directory's own)")
-    add_arguments(p, WindowConfig, "window settings (default: the model's training config, else the values below)")
-    add_arguments(p, DecodeConfig, "decoding (default: the model's training config, else the values below)")
-    p.add_argument("--batch-size", type=_batch_size, default=32,
-                   help="windows per forward pass per rank, or 'auto' (one process: the largest that fits in "
-                        "memory, found with accelerate's find_executable_batch_size) (default: 32)")
+    add_reader_arguments(p, "the model's training config")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                    help="dtype the logits are stored in (default: fp32)")
-    p.add_argument("--compute", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="dtype of the forward pass; bf16/fp16 for GPUs (default: fp32)")
-    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
-                   help="auto: CUDA when torch has it (an error when GPUs are visible but unusable); cpu on purpose")
     input_arg(p, "--references", help="score the predictions against this file's answers (EM/F1, HW7 accuracy)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -46,13 +28,11 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
                      "`deepspeed --num_gpus 8 $(which qa-scale) predict MODEL DATA --out STORE` (CPU ranks use gloo). "
                      "Window and decode settings default to the training config (config.yaml beside MODEL_DIR).")
 def predict(args: argparse.Namespace) -> int:
-    from ..data.windows import WindowConfig
-    from ..evaluation.decode import DecodeConfig
-    from ..inference.predict import run
+    from ..inference.options import ReaderOptions
+    from ..inference.predict import PredictOptions, run
 
-    summary = run(args.model, args.data, args.out, tokenizer=args.tokenizer, windows=given(args, WindowConfig),
-                  decoding=given(args, DecodeConfig), batch_size=args.batch_size, precision=args.precision,
-                  compute=args.compute, device=args.device, references=args.references, mode=args.mode, fmt=args.fmt)
+    summary = run(PredictOptions(args.model, args.data, args.out, ReaderOptions.from_arguments(args),
+                                 args.precision, args.references, args.mode, args.fmt))
     if summary is None:  # not rank 0
         return 0
     text = (f"wrote {summary['store']}: {summary['windows']} windows of {summary['examples']} examples "
@@ -73,8 +53,6 @@ def _ensemble_arguments(p: argparse.ArgumentParser) -> None:
     output_folder(p, "--out", kind="ensemble", required=True,
                   help="folder to write (replaced as a whole, atomically; an existing one only if it is an ensemble's)")
     add_arguments(p, EnsembleOptions, "members, weights and outputs")
-    p.add_argument("--log-softmax", dest="combine", action="store_const", const="mean_log_softmax",
-                   default=argparse.SUPPRESS, help="same as --combine mean_log_softmax")
     add_arguments(p, DecodeConfig, "decoding (default: the first store's settings)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 

@@ -6,16 +6,10 @@ import argparse
 import ipaddress
 import re
 
-from ..common.settings import add_arguments, from_arguments, given
+from ..common.settings import add_arguments, from_arguments
 from .common import command, input_arg, output_file
 
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-def _positive(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
-    return int(text)
 
 
 def _port(text: str) -> int:
@@ -41,9 +35,8 @@ def _host(text: str) -> str:
 
 def _reader_arguments(p: argparse.ArgumentParser) -> None:
     """The readers, how they are combined, and where they run."""
-    from ..data.windows import WindowConfig
     from ..ensemble import rules
-    from ..evaluation.decode import DecodeConfig
+    from ..inference.options import add_reader_arguments
 
     input_arg(p, "models", nargs="*", metavar="MODEL",
               help="model directories (runs/x/model), LoRA adapter directories (runs/x/adapter), or one "
@@ -52,24 +45,15 @@ def _reader_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="comma-separated weights, one per MODEL (default: uniform, or the recipe's)")
     p.add_argument("--combine", choices=list(rules.RULES), help="combination rule (default: the recipe's, else "
                                                                  f"{rules.DEFAULT})")
-    p.add_argument("--tokenizer", help="tokenizer for every model (default: each model's own or its training config's)")
-    add_arguments(p, WindowConfig, "window settings (default: the models' training config)")
-    add_arguments(p, DecodeConfig, "decoding (default: the first model's training config)")
-    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
-                   help="auto: CUDA when torch has it (an error when GPUs are visible but unusable); cpu on purpose")
-    p.add_argument("--compute", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="dtype of the forward pass; bf16/fp16 for GPUs (default: fp32)")
-    p.add_argument("--batch-size", type=_positive, default=32, help="windows per forward pass (default: 32)")
+    add_reader_arguments(p, "the models' training config")
 
 
 def _panel(args: argparse.Namespace):
-    from ..data.windows import WindowConfig
-    from ..evaluation.decode import DecodeConfig
+    from ..inference.options import ReaderOptions
     from ..serving.readers import load_panel
 
-    return load_panel(args.models, args.recipe, weights=args.weights, combine=args.combine, tokenizer=args.tokenizer,
-                      windows=given(args, WindowConfig), decoding=given(args, DecodeConfig), device=args.device,
-                      compute=args.compute, batch_size=args.batch_size)
+    return load_panel(args.models, ReaderOptions.from_arguments(args), recipe=args.recipe, weights=args.weights,
+                      combine=args.combine)
 
 
 def _answer_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,8 +80,7 @@ def answer(args: argparse.Namespace) -> int:
 
     context = ask.read_context(args.context, args.context_file)
     records = ask.prepare(context, args.question, args.input)  # every line checked before the models load
-    return ask.run(_panel(args), context=context, questions=args.question, input_path=args.input,
-                   output=args.output, nbest=args.nbest, as_json=args.json, records=records)
+    return ask.run(_panel(args), ask.Asked(context, args.question, records, args.output, args.nbest, args.json))
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:

@@ -3,16 +3,112 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import textwrap
+import types
+import typing
+from typing import Any
 
 from ..common.settings import add_arguments, from_arguments
 from .common import command, input_arg, is_main_rank, output_workdir
 
 
+_SIGNS = (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
+_GLUE = "\0"  # a space that wrapping keeps: "≥ 1" stays on one line
+
+
+def _as_yaml(value: Any) -> str:
+    """A default as an override writes it (``KEY=VALUE`` reads VALUE as YAML): null, true, [], "quoted" when
+    YAML would read the bare text as something else."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    text = str(value)
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            same = yaml.safe_load(text) == value
+        except yaml.YAMLError:
+            same = False
+        return text if same else json.dumps(value, ensure_ascii=False)
+    return text
+
+
+def _limits(f: dataclasses.Field, annotation: Any) -> str:
+    """``≥ 0, < 1``, ``one of: a, b`` or ``or auto``: what a key admits beyond its type."""
+    from ..common.settings import literals
+
+    parts = [f"{sign}{_GLUE}{f.metadata[key]}" for key, sign in _SIGNS if key in f.metadata]
+    choices = literals(annotation)
+    if choices:
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        members = [a for a in typing.get_args(annotation) if a is not type(None)] if union else [annotation]
+        only = all(typing.get_origin(a) is typing.Literal for a in members)  # else "int or auto"
+        parts.append(("one of: " if only else "or ") + ", ".join(map(str, choices)))
+    return ", ".join(parts)
+
+
+def _section_title(f: dataclasses.Field, cls: type) -> str:
+    return f.metadata.get("help") or (cls.__doc__ or "").strip().splitlines()[0].rstrip(".")
+
+
+def recipe_keys_help(width: int = 100) -> str:
+    """Every recipe key (walked from :class:`TrainConfig`) with its default, range and help, by section."""
+    from ..training.recipe import TrainConfig, recipe_fields
+
+    sections: dict[str, list[str]] = {"": []}
+    titles = {"": (TrainConfig.__doc__ or "").strip().splitlines()[0].rstrip(".")}
+    rows: list[tuple[str, str, str]] = []  # (section, "key = default", help)
+    for key, f, annotation in recipe_fields():
+        section = key.rpartition(".")[0]
+        if dataclasses.is_dataclass(annotation):
+            sections[key], titles[key] = [], _section_title(f, annotation)
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        limits = _limits(f, annotation)
+        rows.append((section, f"{key} = {_as_yaml(default)}",
+                     f.metadata.get("help", "") + (f" ({limits})" if limits else "")))
+    column = min(max(len(left) for _, left, _ in rows), max(24, width * 2 // 5)) + 6
+    text_width = max(width - column, 30)
+    for section, left, help_text in rows:
+        lines = [line.replace(_GLUE, " ") for line in textwrap.wrap(help_text, text_width, break_on_hyphens=False)]
+        lines = lines or [""]
+        if len(left) + 6 > column:  # too long for the column: its help starts on the next line
+            sections[section].append(f"    {left}")
+        else:
+            sections[section].append(f"    {left:<{column - 6}}  {lines.pop(0)}".rstrip())
+        sections[section] += [" " * column + line for line in lines]
+    out = ["recipe keys (in the YAML recipe, or overrides KEY=VALUE with VALUE as YAML):"]
+    for section, lines in sections.items():
+        if lines:
+            out += [f"  {section or '(top level)'}: {titles[section]}", *lines]
+    return "\n".join(out)
+
+
+_RECIPE_KEYS = "(every recipe key; see _TrainHelpFormatter)"  # the epilog's stand-in, matched by identity
+
+
+class _TrainHelpFormatter(argparse.HelpFormatter):
+    """argparse's layout, except for the epilog: the recipe keys, rendered only when help is printed."""
+
+    def _format_text(self, text: str) -> str:
+        if text is _RECIPE_KEYS:
+            return recipe_keys_help(self._width) + "\n"
+        return super()._format_text(text)
+
+
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     input_arg(p, "recipe", nargs="?", help="YAML recipe (see launch/recipes/)")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.lr=2e-5")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.lr=2e-5 (keys below)")
     p.add_argument("--resume", help="'auto' (newest committed checkpoint) or a checkpoint folder; same as run.resume=")
+    # The keys are listed from TrainConfig itself when --help prints, so that a plain run (and every
+    # other command, whose parser is built too) imports no recipe.
+    p.epilog, p.formatter_class = _RECIPE_KEYS, _TrainHelpFormatter
 
 
 @command("train", _train_arguments,

@@ -13,22 +13,24 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
 def option(default: Any, help: str, *, ge: float | None = None, gt: float | None = None,  # noqa: A002
-           le: float | None = None, lt: float | None = None, io: str | None = None) -> Any:
+           le: float | None = None, lt: float | None = None, io: str | None = None, flag: bool = True) -> Any:
     """A dataclass field with a default, its documentation and (for numbers) its allowed range.
 
     The range is checked by :func:`check_fields`, which a dataclass calls in ``__post_init__``.
     ``io`` marks a path setting as read (``"input"``) or written (``"file"``, ``"folder:KIND"``,
-    ``"workdir:KIND"``) by the command, for the output layer (see :func:`register_io`).
+    ``"workdir:KIND"``) by the command, for the output layer (see :func:`register_io`). ``flag=False``
+    keeps a field off the command line (:func:`add_arguments` skips it).
     """
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
-    return dataclasses.field(default=default, metadata={"help": help, **bounds, **({"io": io} if io else {})})
+    metadata = {"help": help, **bounds, **({"io": io} if io else {}), **({} if flag else {"flag": False})}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def register_io(parser: argparse.ArgumentParser, dest: str, how: str) -> None:
@@ -59,7 +61,7 @@ def literals(annotation: Any) -> tuple:
 
 def check_fields(obj: Any) -> None:
     """Check every number field of dataclass ``obj``: its type (a bool is not a number), finiteness
-    and the range declared with :func:`option`.
+    and the range declared with :func:`option`; and every ``Literal`` field: one of its values.
 
     Raises:
         FieldError: naming the first field that is wrong, its value and what is allowed.
@@ -70,16 +72,28 @@ def check_fields(obj: Any) -> None:
         if value is None or value in literals(annotation):
             continue
         kind = base_type(annotation)
+        if typing.get_origin(_without_none(annotation)) is typing.Literal:  # Literal[...] or Optional of one
+            choices = ", ".join(map(repr, literals(annotation)))
+            raise FieldError(f"{f.name}: must be one of {choices}, got {value!r}")
         if kind not in (int, float):
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
             raise FieldError(f"{f.name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):  # an int is finite (and may exceed a float)
             raise FieldError(f"{f.name}: must be a finite number, got {value!r}")
         for key, (ok, sign) in _BOUNDS.items():
             bound = f.metadata.get(key)
             if bound is not None and not ok(value, bound):
                 raise FieldError(f"{f.name}: must be {sign} {bound}, got {value!r}")
+
+
+def _without_none(annotation: Any) -> Any:
+    """``X | None`` → ``X`` (a union of several other types stays as it is)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
 
 
 def base_type(annotation: Any) -> type:
@@ -110,16 +124,41 @@ def check_keys(keys: Iterable[str], valid: Sequence[str], where: str = "", prefi
             raise ValueError(message)
 
 
+def _number_or_word(kind: type, words: tuple) -> Callable[[str], Any]:
+    """An argparse type for ``int | Literal["auto"]``-style fields: one of ``words`` or a ``kind``."""
+    def convert(text: str) -> Any:
+        if text in words:
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {' or '.join(map(repr, words))} or a number, got {text!r}") from None
+    convert.__name__ = f"{kind.__name__} or {'/'.join(words)}"
+    return convert
+
+
+def flag_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that are command-line flags (not those declared with ``flag=False``)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("flag", True)]
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type, group: str | None = None) -> None:
-    """Add one ``--flag`` per field of dataclass ``cls`` (defaults left to the dataclass)."""
+    """Add one ``--flag`` per field of dataclass ``cls`` (defaults left to the dataclass).
+
+    A default of None is not printed: the field's help says what its absence means.
+    """
     target = parser.add_argument_group(group) if group else parser
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in flag_fields(cls):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         kind = base_type(hints[f.name])
-        choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else None
-        default_note = f" (default: {f.default})" if f.default is not dataclasses.MISSING else ""
+        plain = _without_none(hints[f.name])
+        choices = typing.get_args(plain) if typing.get_origin(plain) is typing.Literal else None
+        words = () if choices else literals(hints[f.name])
+        if words and kind in (int, float):
+            kind = _number_or_word(kind, words)
+        default_note = f" (default: {f.default})" if f.default not in (dataclasses.MISSING, None) else ""
         if typing.get_origin(kind) is tuple:  # fixed-size tuple: MIN MAX style
             items = typing.get_args(kind)
             target.add_argument(flag, dest=f.name, type=items[0], nargs=len(items), default=argparse.SUPPRESS,
@@ -140,7 +179,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, group: str | None 
 
 def given(args: argparse.Namespace, cls: type) -> dict:
     """The fields of dataclass ``cls`` that were given as flags (absent flags are not in ``args``)."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return {f.name: getattr(args, f.name) for f in flag_fields(cls) if hasattr(args, f.name)}
 
 
 def from_arguments(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:

@@ -18,7 +18,7 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -45,7 +45,8 @@ class WindowConfig:
     max_seq_len: int = option(384, "tokens per window, special tokens included", ge=4)
     max_question_len: int = option(64, "question tokens kept; longer questions are truncated", ge=1)
     doc_overlap: int | None = option(
-        None, "context tokens shared by consecutive windows (Hugging Face 'stride'); default 128", ge=0)
+        None, "context tokens shared by consecutive windows (Hugging Face 'stride'); default: 128 when "
+              "--doc-step is not given either", ge=0)
     doc_step: int | None = option(
         None, "context tokens between the starts of consecutive windows (HW7 'doc_stride'); "
               "give this or --doc-overlap, not both", ge=1)
@@ -61,6 +62,19 @@ class WindowConfig:
             raise ValueError("give doc_overlap (tokens shared) or doc_step (tokens between starts), not both")
         if self.doc_overlap is None and self.doc_step is None:
             object.__setattr__(self, "doc_overlap", 128)
+
+    @classmethod
+    def layered(cls, *layers: Mapping[str, Any]) -> "WindowConfig":
+        """Settings from ``layers`` of fields, each over the ones before (e.g. the training config's,
+        then the command line's). A layer that names a stride (``doc_overlap`` or ``doc_step``)
+        replaces the stride of the layers below it, whichever of the two they named."""
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            if STRIDE_MEANING.keys() & layer.keys():
+                for key in STRIDE_MEANING:
+                    merged.pop(key, None)
+            merged.update(layer)
+        return cls(**merged)
 
     def context_len(self, question_len: int, n_special: int) -> int:
         """Context tokens in a window whose question has ``question_len`` tokens."""

@@ -99,21 +99,16 @@ def add_member(acc: np.ndarray, block: np.ndarray, weight: np.float32, rule: rul
 
 
 def _accumulate(acc: np.ndarray, tmp: np.ndarray, store: Store, name: str, weight: np.float32,
-                rule: rules.CombineRule, chunk_rows: int, member: int) -> None:
-    """``acc += weight × rule(member)`` block by block (the member's read buffer is freed on return).
-
-    A member with NaN or inf inside its windows' tokens is refused: its mean would decode to empty
-    or arbitrary answers without a word.
-    """
+                rule: rules.CombineRule) -> int:
+    """``acc += weight × rule(member)``, ``len(tmp)`` rows at a time (the member's read buffer is
+    freed on return). Returns the number of windows with NaN or inf inside their tokens."""
     lengths, bad = store.windows.lengths, 0
-    for rows, block in store.iter_rows(name, chunk_rows):
+    for rows, block in store.iter_rows(name, len(tmp)):
         bad += len(nonfinite_windows(block, lengths[rows]))
         t = tmp[: len(block)]
         np.copyto(t, block)  # fp16 → fp32 without a new array
         add_member(acc[rows], t, weight, rule)
-    if bad:
-        raise EnsembleError(f"{store.path} (member {member + 1}): non-finite {name} (NaN or inf) on {bad} of "
-                            f"{store.shape[0]} windows; predict that member again")
+    return bad
 
 
 def mean_logits(stores: Sequence[Store], weights: Sequence[float] | None = None, rule: str = rules.DEFAULT,
@@ -139,7 +134,10 @@ def mean_logits(stores: Sequence[Store], weights: Sequence[float] | None = None,
         tmp = np.empty((min(chunk_rows, W), L), np.float32)
         for k, (store, wk) in enumerate(zip(stores, w)):
             if wk > 0:  # 0 × −inf padding would be NaN; a zero weight means "not a member"
-                _accumulate(acc, tmp, store, name, np.float32(wk), combine, chunk_rows, k)
+                bad = _accumulate(acc, tmp, store, name, np.float32(wk), combine)
+                if bad:  # its mean would decode to empty or arbitrary answers without a word
+                    raise EnsembleError(f"{store.path} (member {k + 1}): non-finite {name} (NaN or inf) on {bad} "
+                                        f"of {store.shape[0]} windows; predict that member again")
         out.append(acc)
     return out[0], out[1]
 

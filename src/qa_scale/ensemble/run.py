@@ -16,10 +16,11 @@ from ..evaluation import metrics, submit
 from ..evaluation.decode import DecodeConfig
 from ..inference.logits_store import Store, open_store
 from . import rules
-from .combine import EnsembleError, ensemble, parse_weights
+from .combine import EnsembleResult, ensemble, parse_weights
+from .errors import EnsembleError
 from .options import EnsembleOptions
 from .spec import EnsembleRecipe, Member, load_recipe, resolve, save_recipe
-from .weight_search import member_names, search_weights
+from .weight_search import SearchSettings, member_names, search_weights
 
 MARKER = "ensemble.json"
 
@@ -70,7 +71,8 @@ def run_ensemble(stores: list[Path], out: Path, opts: EnsembleOptions, decoding:
     names, summary = member_names(members), {}
     found = None
     if opts.search_weights:
-        found = search_weights(members, refs, opts.holdout, opts.search_metric, rule, config, str(opts.references))
+        found = search_weights(members, refs, SearchSettings(opts.holdout, opts.search_metric, rule, config,
+                                                              str(opts.references)))
         weights = found.weights
     result = ensemble(members, weights, rule, config, nbest=opts.nbest)
     ids, preds = result.example_ids, result.decoded.predictions
@@ -89,16 +91,16 @@ def run_ensemble(stores: list[Path], out: Path, opts: EnsembleOptions, decoding:
     if found is not None:
         summary["search"] = {"chosen": found.chosen, "reason": found.found_by["reason"], "recipe": str(recipe_path),
                              "scores": found.scores}
-    summary["files"] = _write(out, summary, result, members, names, found, recipe_path)
+    summary["files"] = _write(out, summary, result, names, found, recipe_path)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     write_json(out / MARKER, summary)  # the folder is in place; the summary gains its timing
     return summary
 
 
-def _write(out: Path, summary: dict, result, members: list[Store], names: list[str], found,
+def _write(out: Path, summary: dict, result: EnsembleResult, names: list[str], found,
            recipe_path: Path) -> dict[str, str]:
     """Write the whole output folder staged, then commit it at once (a recipe outside it after)."""
-    ids, preds = result.example_ids, result.decoded.predictions
+    ids, preds, members = result.example_ids, result.decoded.predictions, result.stores
     files = {}
     with staged_dir(out, kind="ensemble") as tmp:
         files["predictions"] = submit.write_prediction_json(preds, ids, tmp / "predictions.json").name

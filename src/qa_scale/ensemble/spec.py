@@ -21,9 +21,9 @@ from ..common.outputs import atomic_open
 from ..common.settings import unknown_key_message
 from ..inference.logits_store import Store, open_store
 from . import rules
-from .combine import EnsembleError
+from .errors import EnsembleError
 
-KEYS = ("members", "combine", "log_softmax", "found_by", "scores")  # log_softmax: recipes before `combine`
+KEYS = ("members", "combine", "found_by", "scores")
 MEMBER_KEYS = ("name", "store", "model", "weight")
 
 
@@ -59,10 +59,8 @@ def _refuse_unknown(keys, valid: Sequence[str], where: str) -> None:
 
 
 def _combine(raw: dict, path: Path) -> str:
-    """The recipe's combination rule (``combine:``, or the older ``log_softmax: true/false``)."""
-    if "combine" in raw and "log_softmax" in raw:
-        raise EnsembleError(f"{path}: give combine or log_softmax, not both")
-    name = raw.get("combine") or ("mean_log_softmax" if raw.get("log_softmax") else rules.DEFAULT)
+    """The recipe's combination rule (``combine:``; default ``mean_logits``)."""
+    name = raw.get("combine", rules.DEFAULT)
     if not isinstance(name, str) or name not in rules.RULES:
         raise EnsembleError(f"{path}: unknown combine rule {name!r}; registered: {', '.join(rules.RULES)}")
     return name

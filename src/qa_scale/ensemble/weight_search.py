@@ -34,7 +34,8 @@ from ..evaluation.decode import DecodeConfig
 from ..evaluation.metrics import evaluate
 from ..inference.logits_store import Store, nonfinite_windows
 from . import rules
-from .combine import EnsembleError, check_compatible, ensemble, normalise
+from .combine import check_compatible, ensemble, normalise
+from .errors import EnsembleError
 
 log = logging.getLogger(__name__)
 METHOD = "scipy.optimize.minimize(method='SLSQP') on the simplex (bounds [0, 1], sum 1)"
@@ -113,21 +114,30 @@ class SearchResult:
     scores: dict
 
 
-def search_weights(stores: Sequence[Store], references: Mapping[str, list[str]], holdout: float = 0.3,
-                   metric: str = "f1", rule: str = rules.DEFAULT, decode_config: DecodeConfig | None = None,
-                   references_name: str | None = None) -> SearchResult:
+@dataclass(frozen=True)
+class SearchSettings:
+    """How :func:`search_weights` splits, searches and decides."""
+
+    holdout: float = 0.3  # fraction of dev examples held out of the search
+    metric: str = "f1"  # "f1" or "em": what decides between searched and uniform weights
+    rule: str = rules.DEFAULT  # the combination rule whose weighted mean is searched (rules.RULES)
+    decode_config: DecodeConfig | None = None  # decoder settings; default: the first store's
+    references_name: str | None = None  # recorded in found_by (default: the references' file, when known)
+
+
+def search_weights(stores: Sequence[Store], references: Mapping[str, list[str]],
+                   settings: SearchSettings = SearchSettings()) -> SearchResult:
     """Search member weights on dev (see the module docstring).
 
     Args:
         stores: compatible stores predicted on dev (with answer labels).
         references: id → reference texts (every reference answer, as the metrics use).
-        holdout: fraction of dev examples held out of the search.
-        metric: ``"f1"`` or ``"em"``: what decides between searched and uniform weights.
-        rule: the combination rule whose weighted mean is searched (``rules.RULES``).
-        decode_config: decoder settings; default: the first store's.
-        references_name: recorded in ``found_by`` (e.g. the references' file name).
+        settings: holdout fraction, selection metric, combination rule, decoder settings.
     """
     from scipy.optimize import minimize
+
+    holdout, metric, rule, decode_config = settings.holdout, settings.metric, settings.rule, settings.decode_config
+    references_name = settings.references_name or getattr(references, "path", None)
 
     if metric not in ("f1", "em"):
         raise EnsembleError(f"metric must be 'f1' or 'em', got {metric!r}")

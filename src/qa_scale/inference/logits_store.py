@@ -75,25 +75,27 @@ def _examples_json(examples: Sequence[Example]) -> dict:
          "answers": [[a.text, a.start] for a in ex.answers]} for ex in examples]}
 
 
-def write_store(out: str | os.PathLike, ws: WindowSet, examples: Sequence[Example], start: np.ndarray,
-                end: np.ndarray, decoded: Decoded, *, precision: str = "fp32",
-                decode_config: DecodeConfig = DecodeConfig(), model: dict | None = None, data: dict | None = None,
-                metrics: dict | None = None, extra: dict | None = None) -> "Store":
-    """Write a store atomically (an existing one at ``out`` is replaced once the new one is complete).
+@dataclass(frozen=True)
+class StoreContent:
+    """Everything a store holds: the windows, their logits and answers, and where they came from."""
 
-    Args:
-        out: the store folder.
-        ws: the windows the logits were computed on.
-        examples: the examples of ``ws``, in order.
-        start, end: ``[W, L]`` logits, already in the dtype of ``precision`` (see :func:`cast`).
-        decoded: the decoder's answers for exactly these logits (with n-best lists).
-        precision: ``"fp32"`` or ``"fp16"``: the dtype the arrays are saved in.
-        decode_config: the settings ``decoded`` was made with (ensembles default to them).
-        model: :func:`model_identity` of the model, or any description of where the logits came from.
-        data: the data file's path, format and validation report.
-        metrics: scores of ``decoded``, when references were given.
-        extra: other facts worth keeping (batch size, world size, seconds…).
-    """
+    ws: WindowSet  # the windows the logits were computed on
+    examples: Sequence[Example]  # the examples of ``ws``, in order
+    start: np.ndarray  # [W, L] logits, already in the dtype of ``precision`` (see :func:`cast`)
+    end: np.ndarray
+    decoded: Decoded  # the decoder's answers for exactly these logits (with n-best lists)
+    precision: str = "fp32"  # "fp32" or "fp16": the dtype the arrays are saved in
+    decode_config: DecodeConfig = DecodeConfig()  # the settings ``decoded`` was made with (ensembles default to them)
+    model: dict | None = None  # :func:`model_identity` of the model, or any description of where the logits came from
+    data: dict | None = None  # the data file's path, format and validation report
+    metrics: dict | None = None  # scores of ``decoded``, when references were given
+    extra: dict | None = None  # other facts worth keeping (batch size, world size, seconds…)
+
+
+def write_store(out: str | os.PathLike, content: StoreContent) -> "Store":
+    """Write a store atomically (an existing one at ``out`` is replaced once the new one is complete)."""
+    c = content
+    ws, examples, start, end, decoded, precision = c.ws, c.examples, c.start, c.end, c.decoded, c.precision
     dtype = DTYPES[precision]
     if start.dtype != dtype or end.dtype != dtype or start.shape != end.shape or start.shape[0] != len(ws):
         raise ValueError(f"logits must be two {precision} arrays of {len(ws)} rows, got "
@@ -104,8 +106,8 @@ def write_store(out: str | os.PathLike, ws: WindowSet, examples: Sequence[Exampl
         "windows": {**asdict(ws.config), "stride": ws.config.stride(), "strategy": ws.strategy},
         "examples_sha256": examples_sha256(examples),
         "logits": {"dtype": precision, "shape": list(start.shape), "padding": "-inf"},
-        "decode": asdict(decode_config),
-        "model": model or {}, "data": data or {}, "metrics": metrics, **(extra or {}),
+        "decode": asdict(c.decode_config),
+        "model": c.model or {}, "data": c.data or {}, "metrics": c.metrics, **(c.extra or {}),
     }
     out = Path(out)
     with staged_dir(out, kind="store") as tmp:  # an existing folder is replaced only if it is a store
@@ -115,8 +117,8 @@ def write_store(out: str | os.PathLike, ws: WindowSet, examples: Sequence[Exampl
         write_json(tmp / "examples.json", _examples_json(examples), indent=None)
         write_json(tmp / "predictions.json", decoded.predictions)
         write_json(tmp / "nbest.json", decoded.nbest or {}, indent=None)
-        if metrics is not None:
-            write_json(tmp / "metrics.json", metrics)
+        if c.metrics is not None:
+            write_json(tmp / "metrics.json", c.metrics)
         write_json(tmp / "store.json", meta)  # last: its presence marks a complete store
     # Not read back: inside a command the folder is only staged until the command succeeds (and an
     # output read back would count as an input of the command that writes it).

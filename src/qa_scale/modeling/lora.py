@@ -15,13 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import torch
-
 from ..common.settings import check_fields, option
 from .families import ModelFamily, family_of
-from .model import count_parameters
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch (and .model) only where used: the recipe, and so `qa-scale train --help`, imports LoraSection
+    import torch
     from peft import LoraConfig, PeftModel
 
 log = logging.getLogger(__name__)
@@ -78,6 +76,8 @@ def is_peft(model: torch.nn.Module) -> bool:
 
 
 def _linear_suffixes(model: torch.nn.Module) -> list[str]:
+    import torch
+
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     return sorted(names)
 
@@ -110,6 +110,8 @@ def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     peft keeps the head's original weights beside its trainable copy (``original_module``);
     the model computes with one of them, so the frozen copy is left out of the total.
     """
+    from .model import count_parameters
+
     total, trainable = count_parameters(model)
     extra = sum(getattr(p, "ds_numel", p.numel()) for n, p in model.named_parameters() if ".original_module." in n)
     return total - extra, trainable
@@ -145,6 +147,7 @@ def shape_counts(config, section: LoraSection) -> dict:
 
     Nothing is allocated or downloaded: the model exists only as shapes.
     """
+    import torch
     from transformers import AutoModelForQuestionAnswering
 
     with torch.device("meta"):

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import IO
 
 from ..common.inputs import InputError, check_text, iter_jsonl, read_text, stdin_lines
@@ -132,36 +133,46 @@ def stdin_questions(stdin: IO | None = None) -> Iterator[tuple[int, str]]:
         yield n, check_text(line.rstrip("\r\n"), f"<stdin> line {n}")
 
 
-def run(panel: Panel, *, context: str | None, questions: list[str], input_path: str | os.PathLike | None = None,
-        output: str | os.PathLike | None = None, nbest: bool = False, as_json: bool = False, stdin: IO | None = None,
-        stdout: IO[str] | None = None, records: list[tuple[str | None, Query]] | None = None) -> int:
-    """``qa-scale answer``: pick the mode from what is given, answer, write. Returns the exit status.
+@dataclass
+class Asked:
+    """What ``qa-scale answer`` is asked: a paragraph and questions, or a JSONL file's records."""
 
-    ``records`` are the JSONL file's, when :func:`prepare` has read them already. ``output`` is written
-    through the output layer: only when every line is answered (inside a command, at its commit).
+    context: str | None = None
+    questions: list[str] = field(default_factory=list)
+    records: list[tuple[str | None, Query]] | None = None  # a JSONL file's, read by :func:`prepare`
+    output: str | os.PathLike | None = None  # with records: the JSONL answers (default: stdout)
+    nbest: bool = False
+    as_json: bool = False
+
+
+def run(panel: Panel, asked: Asked, stdin: IO | None = None, stdout: IO[str] | None = None) -> int:
+    """``qa-scale answer``: pick the mode from what is asked, answer, write. Returns the exit status.
+
+    ``asked.output`` is written through the output layer: only when every line is answered (inside a
+    command, at its commit).
     """
     stdout = stdout or sys.stdout
-    if records is None:
-        records = prepare(context, questions, input_path)
-    if records is not None:
-        if output is None:
-            answer_jsonl(panel, records, stdout, nbest)
+    if asked.records is None:
+        prepare(asked.context, asked.questions, None)  # checked here too when called from Python
+    else:
+        if asked.output is None:
+            answer_jsonl(panel, asked.records, stdout, asked.nbest)
             return 0
-        with atomic_open(output) as out:
-            n = answer_jsonl(panel, records, out, nbest)
-        print(f"wrote {n} answers to {output}", file=sys.stderr)
+        with atomic_open(asked.output) as out:
+            n = answer_jsonl(panel, asked.records, out, asked.nbest)
+        print(f"wrote {n} answers to {asked.output}", file=sys.stderr)
         return 0
-    if questions:
-        results = answer(panel, [Query(context, q) for q in questions], nbest)
-        if as_json:
-            stdout.write(json.dumps({"context": context, "answers": results, **panel.info()},
+    if asked.questions:
+        results = answer(panel, [Query(asked.context, q) for q in asked.questions], asked.nbest)
+        if asked.as_json:
+            stdout.write(json.dumps({"context": asked.context, "answers": results, **panel.info()},
                                     ensure_ascii=False, indent=2) + "\n")
         else:
-            _emit(results, stdout, False, nbest)
+            _emit(results, stdout, False, asked.nbest)
         return 0
     if (stdin or sys.stdin).isatty():
         print("one question a line; end with Ctrl-D", file=sys.stderr)
     for _, line in stdin_questions(stdin):
         if line.strip():
-            _emit(answer(panel, [Query(context, line.strip())], nbest), stdout, as_json, nbest)
+            _emit(answer(panel, [Query(asked.context, line.strip())], asked.nbest), stdout, asked.as_json, asked.nbest)
     return 0

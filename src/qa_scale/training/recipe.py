@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import yaml
 
@@ -167,6 +167,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def recipe_fields(cls: type = TrainConfig, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:
+    """Every key of a recipe as ``(dotted key, field, type)``, depth first in declaration order.
+
+    A section (a nested dataclass, such as ``data.windows``) comes before its own keys, with its
+    dataclass as the type; every other field is a leaf that a recipe or an override sets.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        yield prefix + f.name, f, hints[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from recipe_fields(hints[f.name], f"{prefix}{f.name}.")
 
 
 def _admits_list(annotation: Any) -> bool:

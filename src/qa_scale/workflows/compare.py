@@ -26,6 +26,10 @@ MODES = ("full", "lora")
 # Settings two runs must share for their comparison to mean anything.
 SHARED = (("model", "name_or_path"), ("model", "tiny"), ("data", "train_file"), ("data", "dev_file"),
           ("data", "windows"), ("data", "strategy"), ("run", "seed"), ("optim", "global_batch_size"))
+# What the comparison reads of each run's summary.json.
+SUMMARY_KEYS = (("precision",), ("peak_memory", "kind"))
+SUMMARY_NUMBERS = (("parameters", "trainable"), ("parameters", "total"), ("parameters", "trainable_percent"),
+                   ("world_size",), ("steps",), ("peak_memory", "bytes"), ("samples_per_s",), ("train_seconds",))
 
 
 class CompareError(ValueError):
@@ -69,8 +73,26 @@ def _load_run(run_dir: Path) -> tuple[dict, dict, dict]:
         raise CompareError(f"{run_dir}: the run has not finished ({summary.get('steps')} of "
                            f"{summary.get('total_steps')} steps)")
     config = read_mapping(run_dir / "config.yaml", "run config")
+    _require(summary, run_dir / "summary.json", SUMMARY_KEYS)
+    _require(summary, run_dir / "summary.json", SUMMARY_NUMBERS, positive=True)  # ratios divide by them
+    _require(config, run_dir / "config.yaml", (*SHARED, ("mode",)))
     predictions = read_mapping(run_dir / "dev_predictions.json", "predictions file")
     return summary, config, predictions
+
+
+def _require(mapping: dict, path: Path, keys: tuple[tuple[str, ...], ...], positive: bool = False) -> None:
+    """Refuse a run file that lacks a key the comparison reads (or, with ``positive``, whose value is
+    not a finite number > 0), naming the file and the key."""
+    for key in keys:
+        obj = mapping
+        for depth, part in enumerate(key):
+            if not isinstance(obj, dict) or part not in obj:
+                where = ".".join(key[: depth + 1])
+                raise CompareError(f"{path}: no {where} (written by training; the file is damaged or from "
+                                   "another tool)")
+            obj = obj[part]
+        if positive and (isinstance(obj, bool) or not isinstance(obj, (int, float)) or not 0 < obj < float("inf")):
+            raise CompareError(f"{path}: {'.'.join(key)} must be a number > 0, got {obj!r}")
 
 
 def _check_same_setup(configs: dict[str, dict]) -> None:

@@ -30,10 +30,12 @@ from ..data.tokenization import build_char_vocab
 from ..ensemble.weight_search import split_ids
 from ..evaluation import oracle
 from ..inference.logits_store import open_store
+from ..inference.options import ReaderOptions
+from ..inference.predict import PredictOptions
 from ..inference.predict import run as predict
 from ..runtime import processes
 from ..training import ds_config
-from .demo_config import DemoConfig
+from .demo_config import BackboneSpec, DemoConfig, DemoFiles, MemberSpec
 from .demo_report import ensemble_report
 
 log = logging.getLogger(__name__)
@@ -69,18 +71,18 @@ def _stage(run_dir: Path, args: list, ranks: int, log_file: Path, inputs: str) -
     return key
 
 
-def _member_overrides(cfg: DemoConfig, paths: dict, backbone: Path, mode: str, seed: int, out: Path,
-                      strategy: str) -> list[str]:
-    w = cfg.windows()
+def _member_overrides(cfg: DemoConfig, files: DemoFiles, backbone: Path, member: MemberSpec, out: Path) -> list[str]:
+    """The ``qa-scale train`` overrides of one reader (its command line: the stage runs the real command)."""
+    w, mode = cfg.windows(), member.mode
     values = {
-        "mode": mode, "model.name_or_path": backbone, "data.train_file": paths["squad_train"],
-        "data.dev_file": paths["dev_search"], "data.strategy": strategy,  # the best checkpoint: search part only
+        "mode": mode, "model.name_or_path": backbone, "data.train_file": files.squad_train,
+        "data.dev_file": files.dev_search, "data.strategy": member.strategy,  # the best checkpoint: search part only
         "data.windows.max_seq_len": w.max_seq_len, "data.windows.max_question_len": w.max_question_len,
         "data.windows.doc_overlap": w.doc_overlap, "data.cache_dir": out.parent / "cache",
         "optim.lr": cfg.lora_lr if mode == "lora" else cfg.member_lr, "optim.max_steps": cfg.member_steps,
         "optim.micro_batch_size": cfg.batch_size // cfg.ranks, "optim.global_batch_size": cfg.batch_size,
         "optim.warmup_ratio": 0.06, "optim.weight_decay": 0.01, "lora.r": cfg.lora_r, "lora.alpha": 2 * cfg.lora_r,
-        "lora.dropout": 0.0, "run.seed": seed, "run.output_dir": out, "run.precision": "fp32", "run.device": "cpu",
+        "lora.dropout": 0.0, "run.seed": member.seed, "run.output_dir": out, "run.precision": "fp32", "run.device": "cpu",
         "run.deepspeed": ds_config.SHIPPED / "zero2_bf16.json", "run.eval_every": max(1, cfg.member_steps // 4),
         "run.save_every": cfg.member_steps, "run.log_every": 20, "run.tensorboard": "false",
         "decode.max_answer_len": 32,
@@ -114,26 +116,25 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None) -> dict:
         raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of ranks {cfg.ranks}")
     workdir(out, "demo")  # new, empty or an earlier demo's: it writes and replaces sub-folders there
     write_json(out / MARKER, {"config": asdict(cfg)})
-    paths, data_key, report = _data_stage(cfg, out)
+    files, data_key, report = _data_stage(cfg, out)
     clock.lap("data")
     backbones = {}
-    for name, (layers, hidden, seed) in cfg.backbone_specs().items():
-        backbones[name] = _backbone_stage(cfg, out, paths, data_key, name, layers, hidden, seed, report)
-        clock.lap(f"backbone_{name}")
+    for spec in cfg.backbone_specs():
+        backbones[spec.name] = _backbone_stage(cfg, out, files, data_key, spec, report)
+        clock.lap(f"backbone_{spec.name}")
     members = []
     specs = cfg.member_specs()
-    for i, (name, (backbone, mode, seed, strategy)) in enumerate(specs.items()):
-        run_dir, (backbone_run, backbone_key) = out / "members" / name, backbones[backbone]
-        log.info("5/8 reader %d/%d: %s fine-tuning from backbone %s, seed %s, %s windows", i + 1, len(specs), mode,
-                 backbone, seed, strategy)
-        overrides = _member_overrides(cfg, paths, backbone_run / "model", mode, seed + 100 * cfg.seed, run_dir,
-                                      strategy)
-        _stage(run_dir, ["train", *overrides], cfg.ranks, out / "logs" / f"{name}.log", backbone_key)
-        members.append((name, run_dir))
-        clock.lap(f"train_{name}")
-    stores = _store_stage(members, paths)
+    for i, member in enumerate(specs):
+        run_dir, (backbone_run, backbone_key) = out / "members" / member.name, backbones[member.backbone]
+        log.info("5/8 reader %d/%d: %s fine-tuning from backbone %s, seed %s, %s windows", i + 1, len(specs),
+                 member.mode, member.backbone, member.seed, member.strategy)
+        overrides = _member_overrides(cfg, files, backbone_run / "model", member, run_dir)
+        _stage(run_dir, ["train", *overrides], cfg.ranks, out / "logs" / f"{member.name}.log", backbone_key)
+        members.append((member.name, run_dir))
+        clock.lap(f"train_{member.name}")
+    stores = _store_stage(members, files)
     clock.lap("predict")
-    report.update(ensemble_report(cfg, out, paths, members, stores))
+    report.update(ensemble_report(cfg, out, files, members, stores))
     clock.lap("ensemble_and_submit")
     report["files"] = {name: str(out / name) for name in
                        ("submission.csv", "test_predictions.json", "dev_predictions.json", "dev_errors.jsonl",
@@ -143,23 +144,25 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None) -> dict:
     return report
 
 
-def _data_stage(cfg: DemoConfig, out: Path) -> tuple[dict, str, dict]:
+def _data_stage(cfg: DemoConfig, out: Path) -> tuple[DemoFiles, str, dict]:
     log.info("1/8 sample data → %s", out / "data")
     sample = synthetic.SampleConfig(seed=cfg.seed, train_paragraphs=cfg.train_paragraphs,
                                     dev_paragraphs=cfg.dev_paragraphs, paragraph_chars=tuple(cfg.paragraph_chars))
     paths = synthetic.write_all(sample, out / "data")
     refs = data.load_references(paths["squad_dev"])
     search, _ = split_ids(list(refs), 1 - cfg.search_fraction)
-    paths["dev_search"] = _subset(paths["squad_dev"], set(search), out / "data" / "squad_dev_search.json")
+    files = DemoFiles(paths["corpus"], paths["squad_train"], paths["squad_dev"],
+                      _subset(paths["squad_dev"], set(search), out / "data" / "squad_dev_search.json"),
+                      paths["hw7_test"], paths["hw7_test_answers"], out / "tokenizer")
     data_key = json.dumps({"sample": asdict(sample), "vocab_size": cfg.vocab_size, "search": cfg.search_fraction})
     log.info("2/8 character vocabulary and 3/8 oracle fidelity of the dev windows")
-    lines = read_text(paths["corpus"]).splitlines()
-    tok = build_char_vocab(lines, out / "tokenizer", vocab_size=cfg.vocab_size)
-    dev = data.load(paths["squad_dev"], "strict")
+    lines = read_text(files.corpus).splitlines()
+    tok = build_char_vocab(lines, files.tokenizer, vocab_size=cfg.vocab_size)
+    dev = data.load(files.squad_dev, "strict")
     report: dict = {"config": asdict(cfg), "windows": {**vars(cfg.windows()), "stride": cfg.windows().stride()},
                     "dev_oracle": oracle.oracle_fidelity(dev.examples, tok, cfg.windows()).to_dict(max_listed=10),
                     "backbones": {}}
-    return paths, data_key, report
+    return files, data_key, report
 
 
 def _subset(squad_file: Path, ids: set[str], out: Path) -> Path:
@@ -172,30 +175,30 @@ def _subset(squad_file: Path, ids: set[str], out: Path) -> Path:
     return write_json(out, raw)
 
 
-def _backbone_stage(cfg: DemoConfig, out: Path, paths: dict, data_key: str, name: str, layers: int, hidden: int,
-                    seed: int, report: dict) -> tuple[Path, str]:
-    run = out / f"backbone_{name}"
-    log.info("4/8 masked-LM backbone %s (%d layers, hidden %d, seed %d, %d steps, %d ranks)", name, layers, hidden,
-             seed, cfg.backbone_steps, cfg.ranks)
-    args = ["backbone", paths["corpus"], "--tokenizer", out / "tokenizer", "--out", run,
-            "--hidden-size", hidden, "--layers", layers, "--heads", cfg.heads, "--device", "cpu",
+def _backbone_stage(cfg: DemoConfig, out: Path, files: DemoFiles, data_key: str, spec: BackboneSpec,
+                    report: dict) -> tuple[Path, str]:
+    run = out / f"backbone_{spec.name}"
+    log.info("4/8 masked-LM backbone %s (%d layers, hidden %d, seed %d, %d steps, %d ranks)", spec.name, spec.layers,
+             spec.hidden, spec.seed, cfg.backbone_steps, cfg.ranks)
+    args = ["backbone", files.corpus, "--tokenizer", files.tokenizer, "--out", run,
+            "--hidden-size", spec.hidden, "--layers", spec.layers, "--heads", cfg.heads, "--device", "cpu",
             "--seq-len", cfg.backbone_seq_len, "--steps", cfg.backbone_steps, "--lr", cfg.backbone_lr,
-            "--batch-size", cfg.batch_size, "--seed", seed + 100 * cfg.seed]
-    key = _stage(run, args, cfg.ranks, out / "logs" / f"backbone_{name}.log", data_key)
+            "--batch-size", cfg.batch_size, "--seed", spec.seed]
+    key = _stage(run, args, cfg.ranks, out / "logs" / f"backbone_{spec.name}.log", data_key)
     summary = read_mapping(run / "summary.json", "run summary")
-    report["backbones"][name] = {"layers": layers, "hidden_size": hidden, "seed": seed + 100 * cfg.seed,
-                                 "steps": summary["steps"], "parameters": summary["parameters"]["total"]}
+    report["backbones"][spec.name] = {"layers": spec.layers, "hidden_size": spec.hidden, "seed": spec.seed,
+                                      "steps": summary["steps"], "parameters": summary["parameters"]["total"]}
     return run, key
 
 
-def _store_stage(members: list[tuple[str, Path]], paths: dict) -> dict[str, list]:
+def _store_stage(members: list[tuple[str, Path]], demo_files: DemoFiles) -> dict[str, list]:
     log.info("6/8 logits stores: every reader × dev and test")
-    files = {"dev": paths["squad_dev"], "test": paths["hw7_test"]}
+    files = {"dev": demo_files.squad_dev, "test": demo_files.hw7_test}
     stores: dict[str, list] = {"dev": [], "test": []}
     for _, run_dir in members:
         for split in ("dev", "test"):
             store_dir = run_dir / f"{split}_store"
             if not (store_dir / "store.json").exists():
-                predict(run_dir / "model", files[split], store_dir, batch_size=64, device="cpu")
+                predict(PredictOptions(run_dir / "model", files[split], store_dir, ReaderOptions(device="cpu", batch_size=64)))
             stores[split].append(open_store(store_dir))
     return stores

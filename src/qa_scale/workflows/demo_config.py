@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from ..common.settings import check_fields, option
@@ -10,6 +11,40 @@ from ..data.windows import STRATEGIES, WindowConfig
 from ..ensemble import rules
 
 SHORT = {"random_answer": "ans", "answer_and_negative": "neg", "all": "all"}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One masked-LM backbone of the demo."""
+
+    name: str  # A, B, …
+    layers: int
+    hidden: int
+    seed: int  # the seed it is trained with
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One reader of the demo."""
+
+    name: str  # e.g. A_full_s1, A_full_s2_neg
+    backbone: str  # the BackboneSpec name it is fine-tuned from
+    mode: str  # full or lora
+    seed: int  # the seed it is trained with
+    strategy: str  # its training windows
+
+
+@dataclass(frozen=True)
+class DemoFiles:
+    """The files the demo makes and reads: sample data, the search part of dev, the vocabulary."""
+
+    corpus: Path
+    squad_train: Path
+    squad_dev: Path
+    dev_search: Path  # the part of dev on which weights (and the best member) are chosen
+    hw7_test: Path
+    hw7_test_answers: Path
+    tokenizer: Path
 
 
 @dataclass
@@ -69,23 +104,24 @@ class DemoConfig:
                                  f"{letters}, MODE full or lora, STRATEGY one of {', '.join(STRATEGIES)}, e.g. A:full:1")
         rules.get(self.combine)  # an unknown rule is named with the known ones
 
-    def member_specs(self) -> dict[str, tuple[str, str, int, str]]:
-        """Member name → (backbone, mode, seed, training-window strategy); the name marks a strategy given
-        in the spec (``A_full_s2_neg``), so members that differ only there have their own folders."""
-        out = {}
+    def member_specs(self) -> list[MemberSpec]:
+        """The readers, in order; a name marks a strategy given in the spec (``A_full_s2_neg``), so
+        members that differ only there have their own folders. Seeds are offset by the demo's seed."""
+        out = []
         for spec in self.members:
             backbone, mode, seed, *strategy = spec.split(":")
             name = f"{backbone}_{mode}_s{seed}" + (f"_{SHORT[strategy[0]]}" if strategy else "")
-            out[name] = (backbone, mode, int(seed), strategy[0] if strategy else self.strategy)
+            out.append(MemberSpec(name, backbone, mode, int(seed) + 100 * self.seed,
+                                  strategy[0] if strategy else self.strategy))
         return out
 
-    def backbone_specs(self) -> dict[str, tuple[int, int, int]]:
-        """Backbone name → (layers, hidden size, seed)."""
-        out = {}
+    def backbone_specs(self) -> list[BackboneSpec]:
+        """The backbones, named A, B, … in order; seeds offset by the demo's seed."""
+        out = []
         for i, spec in enumerate(self.backbones):
             shape, _, seed = spec.partition(":")
             layers, _, hidden = shape.partition("x")
-            out[chr(ord("A") + i)] = (int(layers), int(hidden), int(seed))
+            out.append(BackboneSpec(chr(ord("A") + i), int(layers), int(hidden), int(seed) + 100 * self.seed))
         return out
 
     def windows(self) -> WindowConfig:

@@ -20,7 +20,7 @@ from ..common.inputs import read_json
 from ..common.outputs import write_json
 from ..ensemble.combine import ensemble
 from ..ensemble.spec import EnsembleRecipe, Member, save_recipe
-from ..ensemble.weight_search import search_weights, split_ids
+from ..ensemble.weight_search import SearchSettings, search_weights, split_ids
 from ..evaluation import metrics, submit
 from ..evaluation.baselines import trivial_baselines
 from .compare import bootstrap_ci
@@ -40,15 +40,15 @@ def _per_question(s: metrics.Scores) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([q.em for q in s.per_question]) * 100, np.array([q.f1 for q in s.per_question]) * 100)
 
 
-def ensemble_report(cfg: DemoConfig, out: Path, paths: dict, members: list[tuple[str, Path]],
+def ensemble_report(cfg: DemoConfig, out: Path, files: DemoFiles, members: list[tuple[str, Path]],
                     stores: dict[str, list]) -> dict:
     """Weights on the search part, the comparison on the held-out part, the test submission."""
-    refs = data.load_references(paths["squad_dev"])
+    refs = data.load_references(files.squad_dev)
     search, held = split_ids(list(refs), 1 - cfg.search_fraction)
     parts = {"search": {i: refs[i] for i in search}, "holdout": {i: refs[i] for i in held}, "dev": refs}
     log.info("7/8 ensemble: weights searched on %d dev questions, compared on the other %d", len(search), len(held))
-    found = search_weights(stores["dev"], parts["search"], holdout=0.3, metric="em", rule=cfg.combine,
-                           references_name=f"{paths['squad_dev']} (search part)")
+    found = search_weights(stores["dev"], parts["search"], SearchSettings(
+        holdout=0.3, metric="em", rule=cfg.combine, references_name=f"{files.squad_dev} (search part)"))
     names = [name for name, _ in members]
     report: dict = {"members": {}, "ensemble": {"weights": dict(zip(names, map(float, found.weights))),
                                                 "weights_chosen": found.chosen, "reason": found.found_by["reason"]}}
@@ -68,13 +68,13 @@ def ensemble_report(cfg: DemoConfig, out: Path, paths: dict, members: list[tuple
     write_json(out / "dev_predictions.json", result.predictions)
     metrics.write_error_file(per_q[("ensemble", "dev")], out / "dev_errors.jsonl")
     report["ensemble_vs_best_member"] = _comparison(report, per_q, cfg)
-    report["ensemble"]["test"] = _test(out, paths, members, stores["test"], found.weights, cfg.combine, report)
+    report["ensemble"]["test"] = _test(out, files, members, stores["test"], found.weights, cfg.combine, report)
     save_recipe(EnsembleRecipe([Member(n, round(float(w), 6), str(r / "dev_store"), str(r / "model"))
                                 for (n, r), w in zip(members, found.weights)], cfg.combine, found.found_by,
                                found.scores), out / "ensemble_recipe.yaml",
                 comment="The demo's ensemble: weights searched on the search part of dev.")
-    train = data.load(paths["squad_train"], "strict").examples
-    dev = data.load(paths["squad_dev"], "strict").examples
+    train = data.load(files.squad_train, "strict").examples
+    dev = data.load(files.squad_dev, "strict").examples
     report["baselines"] = trivial_baselines(train, dev, refs)
     return report
 
@@ -94,16 +94,16 @@ def _comparison(report: dict, per_q: dict, cfg: DemoConfig) -> dict:
             "holdout_f1_gain_ci95": [round(f1_ci[0], 3), round(f1_ci[1], 3)]}
 
 
-def _test(out: Path, paths: dict, members: list, test_stores: list, weights: list[float], rule: str,
+def _test(out: Path, files: DemoFiles, members: list, test_stores: list, weights: list[float], rule: str,
           report: dict) -> dict:
     """The HW7 test split: every member's and the ensemble's accuracy, and the submission files."""
     log.info("8/8 submissions")
-    truth = read_json(paths["hw7_test_answers"])
+    truth = read_json(files.hw7_test_answers)
     refs = {k: [v] for k, v in truth.items()}
     for (name, _), store in zip(members, test_stores):
         report["members"][name]["test"] = _scores(metrics.evaluate(store.predictions(), refs, hw7=True))
     preds = ensemble(test_stores, weights, rule, nbest=False).decoded.predictions
-    ids = list(data.load_references(paths["hw7_test"]))
+    ids = list(data.load_references(files.hw7_test))
     submit.write_hw7_csv(preds, ids, out / "submission.csv")
     submit.write_prediction_json(preds, ids, out / "test_predictions.json")
     return _scores(metrics.evaluate(preds, refs, hw7=True))

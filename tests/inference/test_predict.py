@@ -15,7 +15,9 @@ from qa_scale.data.windows import WindowConfig, build_windows
 from qa_scale.evaluation.decode import DecodeConfig, decode
 from qa_scale.inference import logits_store
 from qa_scale.inference.forward import predict_logits
-from qa_scale.inference.predict import predict_to_store, resolve_settings
+from qa_scale.inference.options import ReaderOptions
+from qa_scale.inference.predict import StoreOptions, predict_to_store
+from qa_scale.inference.reader import Reader, reader_settings
 from qa_scale.modeling.model import load_qa_model
 from qa_scale.training.recipe import dump_recipe, load_recipe
 
@@ -45,8 +47,8 @@ def work(tmp_path_factory):
 def test_store_holds_the_models_logits_windows_and_answers(work, tmp_path):
     examples = data.load(work["paths"]["squad_dev"], "lenient").examples
     refs = data.load_references(work["paths"]["squad_dev"])
-    summary = predict_to_store(work["model"], work["tok"], examples, WINDOWS, tmp_path / "store", batch_size=5,
-                               references=refs, model_info={"path": "m"}, progress=False)
+    summary = predict_to_store(Reader.of(work["model"], work["tok"], WINDOWS), examples, tmp_path / "store",
+                               StoreOptions(batch_size=5, references=refs, model_info={"path": "m"}, progress=False))
     store = logits_store.open_store(tmp_path / "store")
     ws = build_windows(examples, work["tok"], WINDOWS)
     start, end = predict_logits(work["model"], ws, batch_size=5)
@@ -68,7 +70,8 @@ def test_store_holds_the_models_logits_windows_and_answers(work, tmp_path):
 
 def test_fp16_store_decodes_what_it_stores(work, tmp_path):
     examples = data.load(work["paths"]["hw7_dev"], "lenient").examples
-    predict_to_store(work["model"], work["tok"], examples, WINDOWS, tmp_path / "s16", precision="fp16", progress=False)
+    predict_to_store(Reader.of(work["model"], work["tok"], WINDOWS), examples, tmp_path / "s16",
+                     StoreOptions(precision="fp16", progress=False))
     store = logits_store.open_store(tmp_path / "s16")
     start, end = store.logits()
     assert start.dtype == np.float16 and store.meta["logits"]["dtype"] == "fp16"
@@ -86,13 +89,25 @@ def test_not_a_store_is_named(tmp_path):
 
 
 def test_settings_default_to_the_training_config(work):
-    windows, decoding, model = resolve_settings(work["model_dir"], {}, {})
-    assert windows == WINDOWS and decoding == DecodeConfig(max_answer_len=20) and model["tiny"] == {}
-    windows, decoding, _ = resolve_settings(work["model_dir"], {"doc_step": 50}, {"n_best_size": 5})
-    assert (windows.doc_step, windows.doc_overlap, windows.max_seq_len) == (50, None, 128)
-    assert (decoding.n_best_size, decoding.max_answer_len) == (5, 20)
-    windows, _, _ = resolve_settings(work["root"], {}, {})  # no training config: the defaults
-    assert windows == WindowConfig()
+    settings = reader_settings(work["model_dir"])
+    assert settings.windows == WINDOWS and settings.decoding == DecodeConfig(max_answer_len=20)
+    assert settings.tokenizer == str(work["model_dir"]) and settings.name == "tiny"  # its own tokenizer files
+    given = ReaderOptions(windows={"doc_step": 50}, decoding={"n_best_size": 5})
+    settings = reader_settings(work["model_dir"], given)
+    assert (settings.windows.doc_step, settings.windows.doc_overlap, settings.windows.max_seq_len) == (50, None, 128)
+    assert (settings.decoding.n_best_size, settings.decoding.max_answer_len) == (5, 20)
+    root = work["root"]
+    (root / "tok_only").mkdir(exist_ok=True)
+    work["tok"].save_pretrained(root / "tok_only")
+    assert reader_settings(root / "tok_only").windows == WindowConfig()  # no training config: the defaults
+
+
+def test_a_stride_given_replaces_the_saved_one():
+    assert WindowConfig.layered({"doc_overlap": 32}, {"doc_step": 50}) == WindowConfig(doc_step=50)
+    assert WindowConfig.layered({"doc_step": 50}, {"max_seq_len": 128}) == WindowConfig(doc_step=50, max_seq_len=128)
+    assert WindowConfig.layered({"doc_step": 50}, {"doc_overlap": 8}) == WindowConfig(doc_overlap=8)
+    with pytest.raises(ValueError, match="not both"):
+        WindowConfig.layered({}, {"doc_step": 50, "doc_overlap": 8})
 
 
 @pytest.mark.slow
@@ -122,11 +137,44 @@ def test_auto_batch_size_backs_off_on_out_of_memory(work, tmp_path):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return work["model"](**batch)
 
-    summary = predict_to_store(model, work["tok"], examples, WINDOWS, tmp_path / "auto", batch_size="auto",
-                               progress=False)
+    summary = predict_to_store(Reader.of(model, work["tok"], WINDOWS), examples, tmp_path / "auto",
+                               StoreOptions(batch_size="auto", progress=False))
     store = logits_store.open_store(tmp_path / "auto")
     assert store.meta["predict"]["batch_size"] == 16 and summary["windows"] == store.shape[0]
     assert tried[0] == min(256, store.shape[0]) and max(tried[-3:]) <= 16
     ws = build_windows(examples, work["tok"], WINDOWS)
     want, _ = predict_logits(work["model"], ws, batch_size=16)
     np.testing.assert_allclose(store.logits()[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_one_options_object_from_the_command_line():
+    """predict, answer and serve register the same reader flags and build one ReaderOptions from them."""
+    from qa_scale.cli.app import build_parser
+
+    parser = build_parser()
+    for command in (["predict", "m", "d", "--out", "s"], ["answer", "m", "--context", "x"], ["serve", "m"]):
+        args = parser.parse_args([*command, "--batch-size", "7", "--compute", "bf16", "--doc-step", "9",
+                                  "--n-best-size", "3", "--tokenizer", "vocab.txt"])
+        options = ReaderOptions.from_arguments(args)
+        assert options == ReaderOptions(tokenizer="vocab.txt", compute="bf16", batch_size=7,
+                                        windows={"doc_step": 9}, decoding={"n_best_size": 3}), command
+        assert ReaderOptions.from_arguments(parser.parse_args(command)) == ReaderOptions()  # nothing given
+    assert ReaderOptions.from_arguments(parser.parse_args(["predict", "m", "d", "--out", "s", "--batch-size",
+                                                           "auto"])).batch_size == "auto"
+    from qa_scale.common.settings import FieldError
+
+    for bad in (["--batch-size", "0"], ["--batch-size", "many"], ["--compute", "fp8"], ["--device", "tpu"]):
+        with pytest.raises((SystemExit, FieldError)) as refused:  # the parser, or the options' own check
+            ReaderOptions.from_arguments(parser.parse_args(["predict", "m", "d", "--out", "s", *bad]))
+        assert refused.type is FieldError or refused.value.code == 2, bad
+
+
+def test_reader_options_check_themselves():
+    from qa_scale.common.settings import FieldError
+    from qa_scale.serving.readers import load_panel
+
+    for bad in ({"batch_size": 0}, {"batch_size": "many"}, {"compute": "fp8"}, {"device": "tpu"}):
+        with pytest.raises(FieldError, match=next(iter(bad))):
+            ReaderOptions(**bad)
+    with pytest.raises(ValueError, match="auto is for predict"):  # before any model is read
+        load_panel(["does-not-exist"], ReaderOptions(batch_size="auto"))

@@ -17,6 +17,7 @@ from cli_runs import free_port
 from reader_runs import make_readers
 
 from qa_scale.serving.answering import Query, answer
+from qa_scale.inference.options import ReaderOptions
 from qa_scale.serving.readers import load_panel
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -50,7 +51,7 @@ def server(tmp_path_factory):
 
     browser = chromium()
     work = make_readers(tmp_path_factory.mktemp("page"))
-    panel = load_panel(work["models"], device="cpu")
+    panel = load_panel(work["models"], ReaderOptions(device="cpu"))
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(panel), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)

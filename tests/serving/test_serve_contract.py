@@ -24,6 +24,7 @@ from qa_scale.data.tokenization import build_char_vocab
 from qa_scale.serving.app import create_app
 from qa_scale.serving.batcher import BatchSettings
 from qa_scale.serving.limits import Limits, RequestError, check_media_type, parse_request, read_body
+from qa_scale.inference.options import ReaderOptions
 from qa_scale.serving.readers import load_panel
 
 LIMITS = Limits(max_context_chars=300, max_question_chars=40, max_questions=4, max_body_bytes=300_000)
@@ -42,7 +43,7 @@ def model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def panel(model):
-    return load_panel([model], device="cpu")
+    return load_panel([model], ReaderOptions(device="cpu"))
 
 
 @pytest.fixture(scope="module")

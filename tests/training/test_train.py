@@ -18,7 +18,7 @@ from qa_scale import synthetic
 from qa_scale.training.checkpoint import FAULT_ENV, tag_of
 from qa_scale.training.export import consolidated_state_dict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOSS_RTOL = 1e-4  # 2 ranks vs 1 process: same global batches, fp32; only the reduction order differs
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ import pytest
 from qa_scale import data, synthetic
 from qa_scale.data.tokenization import build_char_vocab
 from qa_scale.data.windows import WindowConfig, build_windows
-from qa_scale.ensemble.weight_search import search_weights, split_ids
+from qa_scale.ensemble.weight_search import SearchSettings, search_weights, split_ids
 from qa_scale.evaluation.decode import decode
 from qa_scale.inference import logits_store
 
@@ -47,9 +47,9 @@ def member(dev, name: str, gold: np.ndarray, wrong: np.ndarray, seed: int) -> lo
         end[w, other + (e - s)] += wrong[w]
     pad = np.arange(ws.input_ids.shape[1])[None, :] >= ws.lengths[:, None]
     start[pad] = end[pad] = -np.inf
-    return logits_store.write_store(dev["root"] / name, ws, examples, start, end,
-                                    decode(ws, start, end, examples, nbest=True),
-                                    model={"path": str(dev["root"] / name / "model")})
+    return logits_store.write_store(dev["root"] / name, logits_store.StoreContent(
+        ws, examples, start, end, decode(ws, start, end, examples, nbest=True),
+        model={"path": str(dev["root"] / name / "model")}))
 
 
 def held_out_windows(dev) -> np.ndarray:
@@ -65,7 +65,7 @@ def test_weights_that_overfit_the_search_split_fall_back_to_uniform(dev):
     # weights "leaky" almost alone; the uniform mean is right on the held-out split.
     leaky = member(dev, "leaky", np.where(held, 0.0, 10.0), np.where(held, 2.0, 0.0), seed=1)
     honest = member(dev, "honest", np.full(len(held), 4.0), np.zeros(len(held)), seed=2)
-    found = search_weights([leaky, honest], dev["references"], holdout=HOLDOUT, metric="em")
+    found = search_weights([leaky, honest], dev["references"], SearchSettings(holdout=HOLDOUT, metric="em"))
     search, holdout = found.scores["search"], found.scores["holdout"]
     assert found.found_by["searched_weights"][0] > 0.75  # what the search found …
     assert search["searched"]["em"] >= search["uniform"]["em"]  # … passes the search split …
@@ -82,7 +82,7 @@ def test_weights_that_win_the_surrogate_but_lose_the_metric_fall_back_to_uniform
     # leans to "hedging", where the wrong span wins; the uniform mean keeps the gold span ahead.
     hedging = member(dev, "hedging", np.full(n, 8.0), np.full(n, 9.0), seed=3)
     plain = member(dev, "plain", np.full(n, 2.0), np.zeros(n), seed=4)
-    found = search_weights([hedging, plain], dev["references"], holdout=HOLDOUT, metric="em")
+    found = search_weights([hedging, plain], dev["references"], SearchSettings(holdout=HOLDOUT, metric="em"))
     search = found.scores["search"]
     assert found.found_by["surrogate"]["searched"] < found.found_by["surrogate"]["uniform"]
     assert search["searched"]["em"] < search["uniform"]["em"]

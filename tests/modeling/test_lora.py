@@ -14,7 +14,7 @@ from reader_runs import tiny_backbone
 
 from qa_scale.modeling.lora import LoraSection, apply_lora, parameter_counts
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = 12
 LOSS_RTOL = 1e-4  # as for full fine-tuning: fp32, same global batches, only the reduction order differs
 

@@ -16,6 +16,7 @@ from qa_scale.serving.answering import Query, answer
 from qa_scale.serving.app import create_app
 from qa_scale.serving.batcher import BatchSettings, MicroBatcher
 from qa_scale.serving.limits import Limits
+from qa_scale.inference.options import ReaderOptions
 from qa_scale.serving.readers import load_panel
 
 LIMITS = Limits(max_context_chars=2000, max_question_chars=50, max_questions=8, max_body_bytes=100_000)
@@ -25,7 +26,7 @@ LIMITS = Limits(max_context_chars=2000, max_question_chars=50, max_questions=8, 
 def work(tmp_path_factory):
     work = make_readers(tmp_path_factory.mktemp("serve"))
     work["dev"] = data.load(work["paths"]["squad_dev"], "lenient").examples
-    work["panel"] = load_panel(work["models"], device="cpu")
+    work["panel"] = load_panel(work["models"], ReaderOptions(device="cpu"))
     return work
 
 

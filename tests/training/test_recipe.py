@@ -11,7 +11,7 @@ from qa_scale.training import ds_config
 from qa_scale.training.ds_config import DSConfigError, resolve
 from qa_scale.training.recipe import dump_recipe, load_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "launch" / "recipes").glob("*.yaml"))
 DS_CONFIGS = sorted((ROOT / "ds_configs").glob("*.json"))
 TINY = ["model.tokenizer=tok", "model.tiny={}", "data.train_file=t.json"]

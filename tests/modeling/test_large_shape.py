@@ -16,7 +16,7 @@ from cli_runs import BIN, clean_env, free_port
 from conftest import SHARED_DATA, require_shared
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LARGE = ("{hidden_size: 1024, num_hidden_layers: 24, num_attention_heads: 16, intermediate_size: 4096, "
          "hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}")
 

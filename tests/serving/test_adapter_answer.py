@@ -12,6 +12,7 @@ from reader_runs import tiny_backbone
 
 from qa_scale import data
 from qa_scale.serving.answering import Query, answer
+from qa_scale.inference.options import ReaderOptions
 from qa_scale.serving.readers import load_panel
 
 
@@ -48,8 +49,8 @@ def test_adapter_is_saved_for_peft_question_answering(lora_run):
 @pytest.mark.slow
 def test_adapter_directory_answers_as_the_merged_model(lora_run):
     queries = [Query(ex.context, ex.question) for ex in lora_run["dev"]]
-    via_adapter = load_panel([lora_run["run"] / "adapter"], device="cpu")
-    via_model = load_panel([lora_run["run"] / "model"], device="cpu")
+    via_adapter = load_panel([lora_run["run"] / "adapter"], ReaderOptions(device="cpu"))
+    via_model = load_panel([lora_run["run"] / "model"], ReaderOptions(device="cpu"))
     assert via_adapter.readers[0].adapter and not via_model.readers[0].adapter
     assert via_adapter.windows == via_model.windows and via_adapter.decoding == via_model.decoding
     assert answer(via_adapter, queries) == answer(via_model, queries)  # texts, spans, scores, n-best: exactly
@@ -59,3 +60,22 @@ def test_adapter_directory_answers_as_the_merged_model(lora_run):
     a = model(input_ids=ids, token_type_ids=torch.tensor([[0, 0, 0, 0, 1, 1, 1]])).start_logits
     b = model(input_ids=ids, token_type_ids=torch.zeros_like(ids)).start_logits
     assert not torch.equal(a, b)
+
+
+def test_predict_reads_an_adapter_directory_as_the_merged_model(lora_run, tmp_path):
+    """One loader for every command: predict takes a LoRA run's adapter/ as answer and serve do."""
+    from qa_scale.inference import logits_store
+    from qa_scale.inference.predict import StoreOptions, predict_to_store
+    from qa_scale.inference.reader import load_reader, reader_settings
+
+    stores = {}
+    for name in ("adapter", "model"):
+        settings = reader_settings(lora_run["run"] / name, ReaderOptions(device="cpu"))
+        assert settings.adapter == (name == "adapter") and settings.name == "run"
+        reader = load_reader(settings, "cpu")
+        predict_to_store(reader, lora_run["dev"], tmp_path / name, StoreOptions(progress=False))
+        stores[name] = logits_store.open_store(tmp_path / name)
+    assert stores["adapter"].fingerprint == stores["model"].fingerprint
+    for a, b in zip(stores["adapter"].logits(), stores["model"].logits()):
+        torch.testing.assert_close(torch.from_numpy(a), torch.from_numpy(b), rtol=1e-5, atol=1e-5)
+    assert stores["adapter"].predictions() == stores["model"].predictions()

@@ -19,10 +19,11 @@ from qa_scale.data.windows import MATCH_TYPE, WindowConfig, build_windows
 from qa_scale.inference import logits_store
 from qa_scale.modeling.model import ModelLoadError, check_inputs, extend_token_types, load_qa_model
 from qa_scale.serving.answering import logits_of
+from qa_scale.inference.options import ReaderOptions
 from qa_scale.serving.readers import load_panel
 from qa_scale.training.recipe import load_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 CFG = {"max_seq_len": 40, "max_question_len": 12, "doc_overlap": 10}
 
@@ -87,7 +88,7 @@ def test_a_reader_trained_with_marks_predicts_with_them(tmp_path):
     assert ws.config.mark_matches and (ws.token_type_ids == MATCH_TYPE).any()
     # `answer` / `serve` read the same setting from the model's training config: the same marked windows
     # and logits as the store (without the marks the trained type-2 row would not be read: other logits)
-    panel = load_panel([run / "model"], device="cpu")
+    panel = load_panel([run / "model"], ReaderOptions(device="cpu"))
     assert panel.windows.mark_matches
     store = logits_store.open_store(tmp_path / "store")
     mine, start, end = logits_of(panel, store.examples)

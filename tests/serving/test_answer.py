@@ -20,6 +20,7 @@ from qa_scale.inference.forward import length_batches
 from qa_scale.inference.logits_store import open_store
 from qa_scale.serving import ask
 from qa_scale.serving.answering import Query, answer, logits_of
+from qa_scale.inference.options import ReaderOptions
 from qa_scale.serving.readers import load_panel
 
 
@@ -82,7 +83,7 @@ def test_same_fp32_logits_path_as_predict(work):
     other neighbours gets another width, and attention over a different number of masked key
     positions sums in another order: those rows differ in the last bits (here ≤ 1e-6), nothing else.
     """
-    panel = load_panel([work["models"][0]], device="cpu")
+    panel = load_panel([work["models"][0]], ReaderOptions(device="cpu"))
     store = open_store(work["models"][0].parent / "dev_store")
     first = work["dev"][:20]  # the store's first windows are these examples' windows, in order
     ws, start, _ = logits_of(panel, first)
@@ -117,7 +118,7 @@ def test_a_recipe_stands_for_its_models_and_weights(work, tmp_path):
         assert main(["answer", *how, "--input", str(work["root"] / "sample.jsonl"), "--output", str(out)]) == 0
         got = answers_of(out)
         assert {k: v["answer"] for k, v in got.items()} == {ex.id: want[ex.id] for ex in work["sample"]}
-    panel = load_panel([], recipe)
+    panel = load_panel([], recipe=recipe)
     assert panel.weights == pytest.approx(weights) and panel.rule == "mean_log_softmax"
 
 
@@ -142,15 +143,15 @@ def test_questions_json_and_interactive_modes(work, capsys):
     panel = load_panel(work["models"][:2])
     ex = work["dev"][0]
     want = answer(panel, [Query(ex.context, ex.question), Query(ex.context, "谁？")], nbest=True)
-    assert ask.run(panel, context=ex.context, questions=[ex.question, "谁？"], nbest=True, as_json=True) == 0
+    assert ask.run(panel, ask.Asked(ex.context, [ex.question, "谁？"], nbest=True, as_json=True)) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["answers"] == json.loads(json.dumps(want)) and len(shown["readers"]) == 2
     out = io.StringIO()
-    assert ask.run(panel, context=ex.context, questions=[], stdin=io.StringIO(f"{ex.question}\n\n谁？\n"),
-                   stdout=out, as_json=True) == 0
+    assert ask.run(panel, ask.Asked(ex.context, as_json=True), stdin=io.StringIO(f"{ex.question}\n\n谁？\n"),
+                   stdout=out) == 0
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
     assert [x["answer"] for x in lines] == [w["answer"] for w in want] and "nbest" not in lines[0]
-    assert ask.run(panel, context=ex.context, questions=[ex.question], nbest=True) == 0
+    assert ask.run(panel, ask.Asked(ex.context, [ex.question], nbest=True)) == 0
     text = capsys.readouterr().out
     assert text.startswith(f"{ex.question}\n  → {want[0]['answer']}  [{want[0]['start']}, {want[0]['end']})")
     assert "     1. " in text
@@ -245,13 +246,13 @@ def test_a_bom_is_accepted_and_surrogates_never_reach_the_tokenizer(one_reader, 
     questions.write_bytes(b"\xef\xbb\xbf" + jsonl(2).encode("utf-8"))
     assert main(["answer", str(one_reader), "--input", str(questions)]) == 0
     assert [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == ["q1", "q2"]
-    panel = load_panel([one_reader], device="cpu")
+    panel = load_panel([one_reader], ReaderOptions(device="cpu"))
     with pytest.raises(InputError, match=r"argument --question 2: invalid text: a lone surrogate U\+DC00"):
         ask.prepare("北京。", ["哪？", "\udc00"], None)
     with pytest.raises(InputError, match=r"query 1: the question: invalid text"):
         answer(panel, [Query("北京。", "哪\ud800")])
     with pytest.raises(InputError, match="<stdin> line 2: invalid text"):
-        ask.run(panel, context="北京。", questions=[], stdin=io.StringIO("哪？\n\ud800\n"), stdout=io.StringIO())
+        ask.run(panel, ask.Asked("北京。"), stdin=io.StringIO("哪？\n\ud800\n"), stdout=io.StringIO())
 
 
 def test_stdin_that_is_not_utf8_is_named_by_its_line(one_reader, capsys, monkeypatch):
@@ -267,10 +268,10 @@ def test_stdin_that_is_not_utf8_is_named_by_its_line(one_reader, capsys, monkeyp
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
 def test_on_a_gpu_fp32_answers_as_on_the_cpu_and_bf16_fp16_run(work):
     queries = [Query(ex.context, ex.question) for ex in work["sample"]]
-    cpu = answer(load_panel(work["models"], device="cpu"), queries)
-    gpu = answer(load_panel(work["models"], device="cuda"), queries)
+    cpu = answer(load_panel(work["models"], ReaderOptions(device="cpu")), queries)
+    gpu = answer(load_panel(work["models"], ReaderOptions(device="cuda")), queries)
     assert [a["answer"] for a in gpu] == [a["answer"] for a in cpu]
     for compute in ("bf16", "fp16"):
-        half = answer(load_panel(work["models"], device="cuda", compute=compute), queries)
+        half = answer(load_panel(work["models"], ReaderOptions(device="cuda", compute=compute)), queries)
         for q, a in zip(queries, half):
             assert a["answer"] == "" or q.context[a["start"]:a["end"]] == a["answer"]

@@ -17,7 +17,7 @@ from qa_scale.training.checkpoint import tag_of
 from qa_scale.training.export import consolidated_state_dict
 from qa_scale.training.loop import seed_rank
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- fast: no engine

@@ -20,11 +20,13 @@ from qa_scale.common.inputs import InputError
 from qa_scale.data.records import DataError
 from qa_scale.data.tokenization import build_char_vocab
 from qa_scale.data.windows import WindowConfig
-from qa_scale.ensemble.combine import EnsembleError, combine_arrays, ensemble, normalise, parse_weights
+from qa_scale.ensemble.combine import combine_arrays, ensemble, normalise, parse_weights
+from qa_scale.ensemble.errors import EnsembleError
 from qa_scale.ensemble.spec import load_recipe as load_ensemble_recipe
 from qa_scale.evaluation import metrics
 from qa_scale.inference import logits_store
-from qa_scale.inference.predict import predict_to_store
+from qa_scale.inference.predict import StoreOptions, predict_to_store
+from qa_scale.inference.reader import Reader
 from qa_scale.modeling.model import ModelLoadError, build_mlm_model, load_qa_model, tiny_bert_config
 from qa_scale.training.recipe import load_recipe
 
@@ -57,8 +59,8 @@ def work(tmp_path_factory):
     stores = []
     for seed in (0, 1):
         model = load_qa_model(None, tiny=TINY, vocab_size=vocab, seed=seed).eval()
-        predict_to_store(model, tok, dev, WINDOWS, root / f"store{seed}", batch_size=16,
-                         model_info={"path": str(root / f"m{seed}")}, progress=False)
+        predict_to_store(Reader.of(model, tok, WINDOWS), dev, root / f"store{seed}", StoreOptions(
+            batch_size=16, model_info={"path": str(root / f"m{seed}")}, progress=False))
         stores.append(logits_store.open_store(root / f"store{seed}"))
     raw = json.loads(paths["squad_dev"].read_text("utf-8"))
     for article in raw["data"]:
@@ -120,6 +122,8 @@ def test_a_backbone_is_refused_as_a_reader_but_trains(work, tmp_path):
 def test_a_reader_with_missing_weights_is_refused_by_the_service(work, tmp_path):
     from safetensors.torch import load_file, save_file
 
+    from qa_scale.inference.options import ReaderOptions
+
     from qa_scale.serving.readers import load_panel
 
     model_dir = _copy_reader(work, tmp_path)
@@ -127,7 +131,7 @@ def test_a_reader_with_missing_weights_is_refused_by_the_service(work, tmp_path)
     del state["qa_outputs.weight"]
     save_file(state, model_dir / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ModelLoadError, match=r"1 tensor\(s\) of the model are not in its weights \(qa_outputs.weight\)"):
-        load_panel([model_dir], device="cpu")
+        load_panel([model_dir], ReaderOptions(device="cpu"))
 
 
 def test_truncated_weights_are_refused_naming_the_file(work, tmp_path, capsys, no_group_variables):
@@ -141,6 +145,7 @@ def test_truncated_weights_are_refused_naming_the_file(work, tmp_path, capsys, n
 
 
 def test_max_seq_len_beyond_the_position_embeddings_is_refused(work, tmp_path, capsys, no_group_variables):
+    from qa_scale.inference.options import ReaderOptions
     from qa_scale.serving.readers import load_panel
 
     model_dir = tmp_path / "short" / "model"
@@ -151,8 +156,8 @@ def test_max_seq_len_beyond_the_position_embeddings_is_refused(work, tmp_path, c
     assert "max_seq_len 128 is longer than the model's position embeddings cover (max_position_embeddings: 64" \
         in capsys.readouterr().err
     with pytest.raises(ModelLoadError, match="max_seq_len 128 is longer"):
-        load_panel([model_dir], device="cpu", windows={"max_seq_len": 128, "max_question_len": 24})
-    load_panel([model_dir], device="cpu", windows={"max_seq_len": 64, "max_question_len": 24})  # fits: loads
+        load_panel([model_dir], ReaderOptions(device="cpu", windows={"max_seq_len": 128, "max_question_len": 24}))
+    load_panel([model_dir], ReaderOptions(device="cpu", windows={"max_seq_len": 64, "max_question_len": 24}))  # fits: loads
 
 
 # ---------------------------------------------------------------- 2. ensemble weights

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # A stand-in for both commands: records its arguments with start/end times, then creates the file
 # that the script checks for (model/config.json, store.json, submission.csv).

@@ -794,7 +794,7 @@ SIGTERM_RUNS = {"windows": 0, "ensemble": 0}
 
 def _env() -> dict:
     env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     return env
 

@@ -23,13 +23,14 @@ from qa_scale.ensemble.combine import (
     parse_weights,
 )
 from qa_scale.ensemble.spec import load_recipe, resolve
-from qa_scale.ensemble.weight_search import search_weights, split_ids
+from qa_scale.ensemble.weight_search import SearchSettings, search_weights, split_ids
 from qa_scale.evaluation.decode import decode
 from qa_scale.inference import logits_store
-from qa_scale.inference.predict import predict_to_store
+from qa_scale.inference.predict import StoreOptions, predict_to_store
+from qa_scale.inference.reader import Reader
 from qa_scale.modeling.model import load_qa_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 WINDOWS = WindowConfig(max_seq_len=128, max_question_len=32, doc_overlap=32)
 
@@ -52,8 +53,8 @@ def work(tmp_path_factory):
                           first.answers), *dev[1:]]
 
     def store(name, model=0, examples=dev, windows=WINDOWS, tokenizer=tok, precision="fp32"):
-        predict_to_store(models[model], tokenizer, examples, windows, root / name, batch_size=16, precision=precision,
-                         model_info={"path": str(root / f"m{model}" / "model")}, progress=False)
+        predict_to_store(Reader.of(models[model], tokenizer, windows), examples, root / name, StoreOptions(
+            batch_size=16, precision=precision, model_info={"path": str(root / f"m{model}" / "model")}, progress=False))
         return logits_store.open_store(root / name)
 
     stores = {"a": store("a"), "b": store("b", model=1), "a16": store("a16", precision="fp16"),
@@ -159,8 +160,8 @@ def signal(work):
         pad = np.arange(ws.input_ids.shape[1])[None, :] >= ws.lengths[:, None]
         start[pad] = end[pad] = -np.inf
         decoded = decode(ws, start, end, dev, nbest=True)
-        out[name] = logits_store.write_store(root / f"{name}_dev", ws, dev, start, end, decoded,
-                                             model={"path": str(root / name / "model")})
+        out[name] = logits_store.write_store(root / f"{name}_dev", logits_store.StoreContent(
+            ws, dev, start, end, decoded, model={"path": str(root / name / "model")}))
     out["references"] = paths["squad_dev"]
     return out
 
@@ -174,7 +175,7 @@ def test_split_is_deterministic_and_disjoint():
 
 def test_weight_search_returns_a_simplex_point_that_beats_uniform(signal):
     stores = [signal[name] for name in ("left", "right", "noise")]
-    found = search_weights(stores, data.load_references(signal["references"]), holdout=0.3, metric="f1")
+    found = search_weights(stores, data.load_references(signal["references"]), SearchSettings(holdout=0.3, metric="f1"))
     w = np.array(found.weights)
     assert w.shape == (3,) and (w >= 0).all() and w.sum() == pytest.approx(1.0)
     assert found.chosen == "searched" and min(w[0], w[1]) > 0.3 and w[2] < 0.1  # the halves, not the noise
@@ -214,7 +215,7 @@ def test_search_writes_a_recipe_that_ensemble_takes_back(work, signal, tmp_path,
 def test_bad_recipes_are_refused(tmp_path):
     cases = {"members: []": "non-empty list", "members: [{store: x, weight: -1}]": "weight must be a number",
              "members: [{stor: x, weight: 1}]": "did you mean store", "members: [{weight: 1}]": "give its store",
-             "members: [{store: x, weight: 1}]\nlog_sofmax: true": "did you mean log_softmax"}
+             "members: [{store: x, weight: 1}]\ncombien: mean_logits": "did you mean combine"}
     for text, message in cases.items():
         (tmp_path / "r.yaml").write_text(text, encoding="utf-8")
         with pytest.raises(EnsembleError, match=message):
