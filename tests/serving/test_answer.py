@@ -9,6 +9,7 @@ import random
 
 import numpy as np
 import pytest
+from cli_runs import qa_scale
 from reader_runs import WINDOWS, make_readers, save_reader
 
 from qa_scale import data, synthetic
@@ -275,3 +276,14 @@ def test_on_a_gpu_fp32_answers_as_on_the_cpu_and_bf16_fp16_run(work):
         half = answer(load_panel(work["models"], ReaderOptions(device="cuda", compute=compute)), queries)
         for q, a in zip(queries, half):
             assert a["answer"] == "" or q.context[a["start"]:a["end"]] == a["answer"]
+
+
+def test_the_command_sets_its_cpu_threads_before_torch_loads(work, tmp_path):
+    """--threads and --cpu-wait reach the forward pass (answer --json reports what ran)."""
+    ex = work["dev"][0]
+    base = ["answer", work["models"][0], "--context", ex.context, "--question", ex.question, "--json", "--device", "cpu"]
+    shown = json.loads(qa_scale([*base, "--threads", "1"], None, tmp_path).stdout)
+    assert (shown["threads"], shown["cpu_wait"]) == (1, "passive")
+    shown = json.loads(qa_scale([*base, "--cpu-wait", "default"], None, tmp_path).stdout)
+    assert shown["cpu_wait"] == "default" and shown["answers"][0]["answer"] == answer(
+        load_panel([work["models"][0]], ReaderOptions(device="cpu")), [Query(ex.context, ex.question)])[0]["answer"]

@@ -48,6 +48,7 @@ def test_demo_runs_every_stage_and_writes_a_complete_submission(tmp_path):
         rows = list(csv.reader(fh))
     assert rows[0] == ["ID", "Answer"] and {r[0] for r in rows[1:]} == set(truth)
     assert report["dev_oracle"]["em_any_reference"] == 100.0
+    _no_unknown_question_characters(out)
     # a second run reuses every finished stage
     again = json.loads(qa_scale(["demo", "--out", out, *ARGS], None, tmp_path).stdout)
     assert again["ensemble"] == report["ensemble"] and again["seconds"]["total"] < report["seconds"]["total"]
@@ -84,6 +85,24 @@ def test_a_stage_is_redone_when_its_command_or_inputs_change(tmp_path, monkeypat
     demo._stage(tmp_path / "run", ["train", "b"], 2, log, "data-2")  # same command, other inputs
     demo._stage(tmp_path / "run", ["train", "b"], 1, log, "data-2")  # other rank count
     assert len(calls) == 4
+    monkeypatch.setattr(demo, "code_version", lambda: "other code")
+    demo._stage(tmp_path / "run", ["train", "b"], 1, log, "data-2")  # same command and inputs, other code
+    assert len(calls) == 5
+    calls.clear()
     demo._stage(tmp_path / "run", ["train", "crash"], 1, log, "data-2")  # unfinished: never reused
     demo._stage(tmp_path / "run", ["train", "crash"], 1, log, "data-2")
-    assert len(calls) == 6
+    assert len(calls) == 2
+
+
+def _no_unknown_question_characters(out):
+    """The vocabulary sees the training questions: a dev question character that a training question
+    has (？, 哪, 什么…) is never [UNK]."""
+    from qa_scale import data
+    from qa_scale.data.tokenization import load_tokenizer
+
+    tok = load_tokenizer(out / "tokenizer")
+    seen = {c for ex in data.load(out / "data" / "squad_train.json", "strict").examples for c in ex.question}
+    dev = data.load(out / "data" / "squad_dev.json", "strict").examples
+    unknown = {c for ex in dev for c in ex.question if c in seen and not c.isspace()
+               and tok(c, add_special_tokens=False)["input_ids"] == [tok.unk_token_id]}
+    assert not unknown, sorted(unknown)

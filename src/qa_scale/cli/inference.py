@@ -29,10 +29,14 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
                      "Window and decode settings default to the training config (config.yaml beside MODEL_DIR).")
 def predict(args: argparse.Namespace) -> int:
     from ..inference.options import ReaderOptions
+
+    options = ReaderOptions.from_arguments(args)
+    options.prepare_process()  # CPU threads and how they wait: before torch loads
+
     from ..inference.predict import PredictOptions, run
 
-    summary = run(PredictOptions(args.model, args.data, args.out, ReaderOptions.from_arguments(args),
-                                 args.precision, args.references, args.mode, args.fmt))
+    summary = run(PredictOptions(args.model, args.data, args.out, options, args.precision, args.references,
+                                 args.mode, args.fmt))
     if summary is None:  # not rank 0
         return 0
     text = (f"wrote {summary['store']}: {summary['windows']} windows of {summary['examples']} examples "

@@ -48,12 +48,19 @@ def _reader_arguments(p: argparse.ArgumentParser) -> None:
     add_reader_arguments(p, "the models' training config")
 
 
-def _panel(args: argparse.Namespace):
+def _options(args: argparse.Namespace):
+    """The readers' options, with this process's CPU threads set (before torch loads)."""
     from ..inference.options import ReaderOptions
+
+    options = ReaderOptions.from_arguments(args)
+    options.prepare_process()
+    return options
+
+
+def _panel(args: argparse.Namespace, options):
     from ..serving.readers import load_panel
 
-    return load_panel(args.models, ReaderOptions.from_arguments(args), recipe=args.recipe, weights=args.weights,
-                      combine=args.combine)
+    return load_panel(args.models, options, recipe=args.recipe, weights=args.weights, combine=args.combine)
 
 
 def _answer_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,11 +83,13 @@ def _answer_arguments(p: argparse.ArgumentParser) -> None:
                      "span, score and probability (n-best with --nbest). Questions from --question, a JSONL file "
                      "(--input), or stdin one a line.")
 def answer(args: argparse.Namespace) -> int:
+    options = _options(args)
     from ..serving import ask
 
     context = ask.read_context(args.context, args.context_file)
     records = ask.prepare(context, args.question, args.input)  # every line checked before the models load
-    return ask.run(_panel(args), ask.Asked(context, args.question, records, args.output, args.nbest, args.json))
+    return ask.run(_panel(args, options), ask.Asked(context, args.question, records, args.output, args.nbest,
+                                                    args.json))
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -101,15 +110,17 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
                      "GET /health; GET /info (readers and settings); GET / a page to paste a paragraph and ask. Models "
                      "are loaded once; concurrent requests share forward passes.")
 def serve(args: argparse.Namespace) -> int:
-    from ..serving.app import open_socket
-    from ..serving.app import serve as run
     from ..serving.batcher import BatchSettings
     from ..serving.limits import Limits
+
+    options = _options(args)
+    from ..serving.app import open_socket
+    from ..serving.app import serve as run
 
     limits, batching = from_arguments(Limits, args), from_arguments(BatchSettings, args)
     sock = open_socket(args.host, args.port)  # a port in use is refused before the models load
     try:
-        run(_panel(args), args.host, args.port, limits, batching, sock=sock)
+        run(_panel(args, options), args.host, args.port, limits, batching, sock=sock)
     finally:
         sock.close()
     return 0

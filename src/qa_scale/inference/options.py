@@ -33,6 +33,12 @@ class ReaderOptions:
     batch_size: int | Literal["auto"] = option(
         32, "windows per forward pass (per rank under the launcher); predict also takes 'auto': the largest that "
             "fits in memory, one process only", ge=1)
+    threads: int | Literal["auto"] = option(
+        "auto", "CPU threads of the forward pass (auto: torch's choice, one per core or a rank's share)", ge=1)
+    cpu_wait: Literal["passive", "default"] = option(
+        "passive", "how waiting CPU threads wait: passive (sleep at once: robust when other processes share the "
+                   "cores) or default (OpenMP's: spin, then sleep; the unchanged runtime). An OMP_WAIT_POLICY in "
+                   "the environment wins")
     windows: Mapping[str, Any] = field(default_factory=dict, metadata={
         "flag": False, "help": "WindowConfig fields over each model's training config"})
     decoding: Mapping[str, Any] = field(default_factory=dict, metadata={
@@ -48,6 +54,13 @@ class ReaderOptions:
         from ..evaluation.decode import DecodeConfig
 
         return from_arguments(cls, args, windows=given(args, WindowConfig), decoding=given(args, DecodeConfig))
+
+    def prepare_process(self) -> dict:
+        """Set this process's CPU threads and how they wait (:func:`qa_scale.runtime.cpu.prepare_cpu`):
+        call it before torch loads, i.e. before importing the reading modules."""
+        from ..runtime.cpu import prepare_cpu
+
+        return prepare_cpu(self.cpu_wait, self.threads)
 
     def replace(self, **changes: Any) -> "ReaderOptions":
         return dataclasses.replace(self, **changes)

@@ -61,7 +61,18 @@ class Panel:
                             for r, w in zip(self.readers, self.weights)],
                 "combine": self.rule, "windows": dataclasses.asdict(self.windows),
                 "decode": dataclasses.asdict(self.decoding), "device": self.device,
-                "compute": self.options.compute, "batch_size": self.batch_size}
+                "compute": self.options.compute, "batch_size": self.batch_size, **_cpu(self.device)}
+
+
+def _cpu(device: str) -> dict:
+    """The CPU threads of the forward pass and how they wait (None on a GPU)."""
+    if device != "cpu":
+        return {"threads": None, "cpu_wait": None}
+    import os
+
+    import torch
+
+    return {"threads": torch.get_num_threads(), "cpu_wait": os.environ.get("OMP_WAIT_POLICY", "default").lower()}
 
 
 def members_of(models: Sequence[str | os.PathLike], recipe: str | os.PathLike | None,

@@ -15,6 +15,8 @@ demo is run again into the same folder.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import shlex
@@ -52,13 +54,24 @@ def _qa_scale(args: list, ranks: int, log_file: Path) -> None:
         raise RuntimeError(f"{shlex.join(cmd)} failed (exit {proc.returncode}); end of {log_file}:\n{tail}")
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """A hash of the package's source: a stage made by other code is made again, not reused."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def _stage(run_dir: Path, args: list, ranks: int, log_file: Path, inputs: str) -> str:
     """Run ``qa-scale ARGS`` into ``run_dir`` unless it holds a finished run of this very command.
 
     ``inputs`` names what the command reads (data settings, the backbone's own stage key), so a
     stage is redone when anything upstream changed. Returns this stage's key for its dependents.
     """
-    key = json.dumps({"args": [str(a) for a in args], "ranks": ranks, "inputs": inputs}, ensure_ascii=False)
+    key = json.dumps({"args": [str(a) for a in args], "ranks": ranks, "inputs": inputs, "code": code_version()},
+                     ensure_ascii=False)
     stamp, summary = run_dir / "demo_stage.json", run_dir / "summary.json"
     if stamp.exists() and read_text(stamp) == key and summary.exists() \
             and read_mapping(summary, "run summary").get("finished", False):
@@ -156,8 +169,10 @@ def _data_stage(cfg: DemoConfig, out: Path) -> tuple[DemoFiles, str, dict]:
                       paths["hw7_test"], paths["hw7_test_answers"], out / "tokenizer")
     data_key = json.dumps({"sample": asdict(sample), "vocab_size": cfg.vocab_size, "search": cfg.search_fraction})
     log.info("2/8 character vocabulary and 3/8 oracle fidelity of the dev windows")
-    lines = read_text(files.corpus).splitlines()
-    tok = build_char_vocab(lines, files.tokenizer, vocab_size=cfg.vocab_size)
+    # Paragraphs and the training questions: question marks and question words (？ 哪 什么) are
+    # characters of questions, rarely of paragraphs; dev and test questions are not looked at.
+    questions = [ex.question for ex in data.load(files.squad_train, "strict").examples]
+    tok = build_char_vocab(read_text(files.corpus).splitlines() + questions, files.tokenizer, vocab_size=cfg.vocab_size)
     dev = data.load(files.squad_dev, "strict")
     report: dict = {"config": asdict(cfg), "windows": {**vars(cfg.windows()), "stride": cfg.windows().stride()},
                     "dev_oracle": oracle.oracle_fidelity(dev.examples, tok, cfg.windows()).to_dict(max_listed=10),

@@ -1,0 +1,43 @@
+"""A reading process's CPU threads: set before torch loads (OpenMP reads its environment once)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from qa_scale.runtime.cpu import prepare_cpu
+
+PROBE = ("import os, sys\n"
+         "from qa_scale.runtime.cpu import prepare_cpu\n"
+         "prepare_cpu(sys.argv[1], sys.argv[2])\n"
+         "import torch\n"
+         "print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads())\n")
+
+
+def probe(wait: str, threads: str, **env: str) -> list[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", PROBE, wait, threads], capture_output=True, text=True, check=True,
+                         env={**clean, **env}).stdout
+    return out.split()
+
+
+def test_passive_waits_and_a_thread_count_reach_torch():
+    assert probe("passive", "1") == ["PASSIVE", "1"]
+    assert probe("default", "auto")[0] == "None"  # the OpenMP runtime's own policy, untouched
+    assert probe("passive", "auto")[1] == str(len(os.sched_getaffinity(0)))  # torch's choice: a thread per core
+
+
+def test_the_environment_wins():
+    assert probe("passive", "auto", OMP_WAIT_POLICY="ACTIVE")[0] == "ACTIVE"
+
+
+def test_too_late_changes_nothing_and_a_bad_policy_is_refused(monkeypatch):
+    import torch  # noqa: F401 - loaded: OpenMP has read its environment
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert prepare_cpu("passive", 3)["OMP_WAIT_POLICY"] is None
+    with pytest.raises(ValueError, match="wait must be one of"):
+        prepare_cpu("sleepy")
