@@ -67,6 +67,20 @@ CORPUS = [
 ]
 
 
+def window_examples(n=6):
+    """Long mixed contexts (Latin words, numbers, marks) from CORPUS with answers at several places."""
+    from qa_scale.data import Answer, Example
+
+    out = []
+    for i in range(n):
+        ctx = "".join(CORPUS[(i + j) % len(CORPUS)] for j in range(4))
+        for text in ("ABC科技公司", "New York Times", "1987", "「石头记」"):
+            if text in ctx:
+                out.append(Example(f"q{i}-{len(out)}", f"第{i}个问题是什么？哪一年？" * (1 + i % 3), ctx,
+                                   (Answer(text, ctx.index(text)),)))
+    return out
+
+
 @pytest.fixture(scope="session")
 def char_tokenizer(tmp_path_factory):
     """A character-level WordPiece tokenizer built from CORPUS (no shared data needed)."""

@@ -117,3 +117,68 @@ def test_no_help_imports_torch():
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_check_data_reports_lengths_and_the_ceiling_at_auto(sample, capsys):
+    args = ["check-data", str(sample / "squad_dev.json"), "--tokenizer", str(sample / "tok"), "--max-seq-len", "128",
+            "--max-question-len", "32", "--doc-overlap", "32", "--json"]
+    assert main([*args, "--max-answer-len", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    answers, questions, oracle = report["answer_lengths"], report["question_lengths"], report["oracle"]
+    assert {"count", "p50", "p90", "p99", "max", "auto", "unit"} <= answers.keys() and answers["unit"] == "tokens"
+    assert answers["count"] == oracle["examples"] and answers["p50"] <= answers["p90"] <= answers["p99"] <= answers["max"]
+    assert answers["auto"]["value"] >= 30 and answers["auto"]["covered_percent"] >= 99.9
+    assert {"count", "p50", "p90", "p99", "max", "auto", "longer_than_max_question_len"} <= questions.keys()
+    assert questions["auto"]["value"] == 62  # its floor 64 capped: 128 - 3 special tokens - 63 of context
+    # a 2-token limit loses answers that the ceiling without a limit keeps; both are reported
+    assert oracle["max_answer_len"] == 2 and oracle["max_answer_len_given"] == 2
+    assert oracle["windowing_only"]["em_any_reference"] == 100.0 > oracle["em_any_reference"]
+    assert oracle["answers_longer_than_max_answer_len"] > 0 and answers["max"] > 2
+    assert main([*args, "--max-answer-len", "auto"]) == 0
+    at_auto = json.loads(capsys.readouterr().out)
+    assert at_auto["oracle"]["max_answer_len"] == answers["auto"]["value"]
+    assert at_auto["oracle"]["max_answer_len_given"] == "auto" and at_auto["oracle"]["em_any_reference"] == 100.0
+    assert main(args[:-1] + ["--max-answer-len", "auto"]) == 0
+    text = capsys.readouterr().out
+    assert f"answers ≤ {answers['auto']['value']} tokens (auto): EM 100.000" in text
+    assert "windowing alone (no length limit): EM 100.000" in text
+    assert f"decode.max_answer_len: auto would choose {answers['auto']['value']}" in text
+    assert "data.windows.max_question_len: auto would choose 62" in text
+    with pytest.raises(SystemExit):
+        main([*args, "--max-answer-len", "long"])
+    assert "expected a whole number" in capsys.readouterr().err
+
+
+def test_train_saves_the_auto_lengths_as_numbers(sample, tmp_path):
+    """config.yaml beside the model holds numbers (predict/answer/serve read it); the summary says how they came."""
+    import yaml
+    from cli_runs import qa_scale
+
+    from qa_scale.inference.reader import reader_settings
+    args = ["train", f"model.tokenizer={sample / 'tok'}",
+            "model.tiny={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32}",
+            f"data.train_file={sample / 'squad_train.json'}", "data.dev_file=null", "optim.max_steps=1",
+            "optim.micro_batch_size=2", "optim.global_batch_size=2", f"run.output_dir={tmp_path / 'run'}",
+            "data.windows.max_seq_len=96", "data.windows.doc_overlap=16", "data.windows.max_question_len=auto",
+            "decode.max_answer_len=auto", "run.precision=fp32", "run.tensorboard=false"]
+    qa_scale(args, None, tmp_path)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text("utf-8"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text("utf-8"))
+    auto = summary["auto_resolved"]
+    assert saved["decode"]["max_answer_len"] == auto["decode.max_answer_len"]["value"] >= 30
+    assert saved["data"]["windows"]["max_question_len"] == auto["data.windows.max_question_len"]["value"] == 46  # 96 - 3 - 47
+    settings = reader_settings(tmp_path / "run" / "model")  # what predict/answer/serve start from
+    assert settings.decoding.max_answer_len == saved["decode"]["max_answer_len"]
+    assert settings.windows.max_question_len == 46
+
+
+def test_an_error_echoing_a_lone_surrogate_is_printed_not_raised(monkeypatch, tmp_path, capsys):
+    """A library's message may quote damaged input (a lone surrogate): still exit 2 with the message."""
+    from qa_scale.cli import COMMANDS
+
+    def fails(_args):
+        raise ValueError("damaged: got '\udc00x'")
+
+    monkeypatch.setattr(COMMANDS["sample-data"], "handler", fails)
+    assert main(["sample-data", "--out", str(tmp_path / "s")]) == 2
+    assert "damaged: got '\\udc00x'" in capsys.readouterr().err

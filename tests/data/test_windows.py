@@ -5,24 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import CORPUS
+from conftest import window_examples as examples
 from tokenizers import Tokenizer, processors
 from transformers import PreTrainedTokenizerFast
 
 from qa_scale.data import Answer, Example
 from qa_scale.data.window_store import cached_windows, load_windows, save_windows
 from qa_scale.data.windows import WindowConfig, build_windows, fingerprint_difference
-
-
-def examples(n=6):
-    """Long mixed contexts (Latin words, numbers, marks) with answers at several places."""
-    out = []
-    for i in range(n):
-        ctx = "".join(CORPUS[(i + j) % len(CORPUS)] for j in range(4))
-        for text in ("ABC科技公司", "New York Times", "1987", "「石头记」"):
-            if text in ctx:
-                out.append(Example(f"q{i}-{len(out)}", f"第{i}个问题是什么？哪一年？" * (1 + i % 3), ctx,
-                                   (Answer(text, ctx.index(text)),)))
-    return out
 
 
 def hf_overflow(tok, exs, cfg):

@@ -10,7 +10,7 @@ from conftest import CORPUS
 from qa_scale.data import Example
 from qa_scale.data.windows import WindowConfig, build_windows
 from qa_scale.evaluation.decode import DecodeConfig, decode
-from qa_scale.evaluation.nbest import _top_k
+from qa_scale.evaluation.nbest import _top_k, rank_texts
 
 
 def top_k(x: np.ndarray, k: int) -> np.ndarray:
@@ -148,3 +148,36 @@ def test_top_k_is_argpartitions_pick(step):
         assert pos[r].tolist() == want + [2 * L] * (k - len(want))
         assert val[r].tolist() == x[r, want].tolist() + [-np.inf] * (k - len(want))
     assert np.array_equal(kth, ranked[:, L - k]) and np.array_equal(best, ranked[:, -1])
+
+
+def test_rank_texts_sums_by_exact_text():
+    """The same span from two windows, the same text at two places, two texts whose fingerprints
+    clash (same length, same characters at the sampled places) and the empty text at two places."""
+    # the third holds a lone surrogate: bad input, still text
+    contexts = ["甲乙丙丁戊甲乙丙己戊甲乙丙丁戊", "天地玄黄", "\ud800甲\ud800甲"]
+    #            span       window  probability
+    cands = [((0, 0, 5), 0, 0.20),  # 甲乙丙丁戊 at 0
+             ((0, 5, 10), 0, 0.15),  # 甲乙丙己戊: the fingerprint of 甲乙丙丁戊, another text
+             ((0, 5, 10), 1, 0.15),  # the same span again, from window 1: 0.30 in all
+             ((0, 10, 15), 1, 0.25),  # 甲乙丙丁戊 at 10: 0.45 with the one at 0, and the likelier place
+             ((0, 3, 3), 1, 0.01), ((0, 8, 8), 1, 0.02),  # the empty text, twice
+             ((1, 1, 3), 2, 0.50), ((1, 0, 2), 3, 0.10), ((1, 0, 2), 2, 0.40),  # 地玄; 天地: windows 3, 2
+             ((2, 0, 2), 4, 0.20), ((2, 2, 4), 4, 0.30), ((2, 1, 3), 4, 0.40)]
+    ex, a, b = (np.array(x) for x in zip(*[span for span, _, _ in cands]))
+    w, p = np.array([c[1] for c in cands]), np.array([c[2] for c in cands])
+    out = rank_texts(ex, a, b, w, np.log(p), contexts, n=3)
+    got = [(int(e), contexts[e][s:t], int(s), round(float(np.exp(sc)), 5), int(k), round(float(q), 5))
+           for e, s, t, sc, k, q in zip(*out)]
+    assert got == [(0, "甲乙丙丁戊", 10, 0.45, 1, round(0.45 / 0.78, 5)),
+                   (0, "甲乙丙己戊", 5, 0.30, 0, round(0.30 / 0.78, 5)),
+                   (0, "", 8, 0.03, 1, round(0.03 / 0.78, 5)),
+                   (1, "天地", 0, 0.50, 2, 0.5), (1, "地玄", 1, 0.50, 2, 0.5),  # a tie: the earlier start first
+                   (2, "\ud800甲", 2, 0.50, 4, round(0.5 / 0.9, 5)), (2, "甲\ud800", 1, 0.40, 4, round(0.4 / 0.9, 5))]
+    assert out[3].dtype == np.float32 and out[5].dtype == np.float64
+    short = rank_texts(ex, a, b, w, np.log(p), contexts, n=1)
+    assert [contexts[e][s:t] for e, s, t in zip(*short[:3])] == ["甲乙丙丁戊", "天地", "\ud800甲"]
+    assert np.allclose(short[5], 1)
+    # far below float64's range (e^-2000): relative to each example's best, the sums survive
+    far = rank_texts(ex, a, b, w, np.log(p) - 2000, contexts, n=3)
+    np.testing.assert_allclose(far[3], out[3] - 2000, rtol=1e-7)
+    np.testing.assert_allclose(far[5], out[5], rtol=1e-12)

@@ -87,3 +87,44 @@ def test_real_data_oracle_ceiling(bert_tokenizer, shared_data, name, setting):
     assert (report.lost_to_max_answer_len, report.answers_longer_than_max_answer_len) == (want["lost"], want["longer"])
     assert len(report.unreachable) == want["lost"]  # every loss is the length limit's, none is windowing's
     assert {u["reason"] for u in report.unreachable} == {"longer than max_answer_len (30 tokens)"}
+
+
+# ---------------------------------------------------------------- lengths in tokens (check-data, "auto")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from qa_scale.evaluation.oracle import (  # noqa: E402
+    answer_token_lengths,
+    covering_length,
+    length_percentiles,
+    question_token_lengths,
+)
+
+
+def test_answer_lengths_are_the_context_tokens_the_decoder_counts(bert_tokenizer):
+    ctx = "他出生于2018年的NBA总决赛期间，后来去了北京。"
+    exs = [Example("year", "问？", ctx, (Answer("2018年", ctx.index("2018")), Answer("x", 0))),  # first reference only
+           Example("inside", "问？", ctx, (Answer("01", ctx.index("2018") + 1),)),  # inside the token '2018'
+           Example("chars", "北京在哪里呢？", ctx, (Answer("去了北京", ctx.index("去了")),)),
+           Example("none", "问？", ctx)]
+    assert answer_token_lengths(exs, bert_tokenizer).tolist() == [2, 1, 4]  # '2018' '年'; the token '2018'; 4 chars
+    assert question_token_lengths(exs, bert_tokenizer).tolist() == [2, 2, 7, 2]
+    assert answer_token_lengths([], bert_tokenizer).tolist() == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 500), min_size=1, max_size=2000), st.sampled_from([50, 90, 99, 99.5, 99.9, 100]))
+def test_covering_length_is_the_smallest_observed_length_that_covers(lengths, percentile):
+    value = covering_length(lengths, percentile)
+    assert value in lengths
+    assert sum(n <= value for n in lengths) >= percentile / 100 * len(lengths) - 1e-9
+    assert sum(n < value for n in lengths) < percentile / 100 * len(lengths)  # nothing smaller covers
+
+
+def test_length_percentiles():
+    lengths = list(range(1, 1001))
+    assert length_percentiles(lengths, (50, 90, 99, 99.9)) == {"count": 1000, "p50": 500, "p90": 900, "p99": 990,
+                                                               "p99.9": 999, "max": 1000}
+    assert length_percentiles([]) == {"count": 0, "p50": 0, "p90": 0, "p99": 0, "max": 0}
+    with pytest.raises(ValueError, match="percentile"):
+        covering_length(lengths, 0)

@@ -129,6 +129,13 @@ def test_merged_model_gives_the_adapter_models_logits(workdir, zero3):
     torch.testing.assert_close(a.end_logits, b.end_logits, rtol=1e-5, atol=1e-5)
     summary = json.loads((workdir / "zero3" / "summary.json").read_text())
     assert summary["mode"] == "lora" and summary["adapter"].endswith("adapter")
+    # a base from a folder is named as the recipe gave it, not copied; the cards name it too
+    saved = json.loads((workdir / "zero3" / "adapter" / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == str(workdir / "backbone")
+    assert not (workdir / "zero3" / "adapter" / "base").exists()
+    for folder in ("adapter", "model"):
+        card = (workdir / "zero3" / folder / "README.md").read_text(encoding="utf-8")
+        assert f"base_model: {workdir / 'backbone'}\n" in card and f"`{workdir / 'backbone'}`" in card
     assert 0 < summary["parameters"]["trainable"] < summary["parameters"]["total"]
 
 
@@ -227,3 +234,90 @@ def test_compare_runs_both_modes_and_writes_table_json_and_chart(workdir):
     bad = qa_scale(["compare", "--collect", out / "full", out / "full", "--out", workdir / "compare3"], None, workdir,
                    check=False)
     assert bad.returncode == 2 and "expected a full and a LoRA run" in bad.stderr
+
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+@pytest.fixture(scope="module")
+def tiny_lora(tmp_path_factory):
+    """A LoRA run on a random tiny BERT (model.tiny, no name_or_path): 2 steps, one process, with a dev file."""
+    from qa_scale import synthetic
+    from qa_scale.data.tokenization import build_char_vocab
+
+    root = tmp_path_factory.mktemp("tiny_lora")
+    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=2, dev_paragraphs=2, test_paragraphs=1),
+                                root / "data")
+    build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=2000)
+    values = {"mode": "lora", "model.tiny": json.dumps(TINY), "model.tokenizer": root / "tok", "lora.r": 4,
+              "lora.dropout": 0.0, "data.train_file": paths["squad_train"], "data.dev_file": paths["squad_dev"],
+              "data.windows.max_seq_len": 64, "data.windows.max_question_len": 24, "data.windows.doc_overlap": 16,
+              "optim.lr": 5e-3, "optim.max_steps": 2, "optim.micro_batch_size": 4, "optim.global_batch_size": 4,
+              "run.output_dir": root / "run", "run.precision": "fp32", "run.seed": 7,
+              "run.deepspeed": ROOT / "ds_configs" / "zero2_bf16.json", "run.tensorboard": "false"}
+    qa_scale(["train", *(f"{k}={v}" for k, v in values.items())], None, root, env={"HF_HUB_OFFLINE": "1"})
+    return {"root": root, "run": root / "run", "tok": root / "tok"}
+
+
+@pytest.mark.slow
+def test_adapter_of_a_random_base_carries_its_base_and_loads_offline(tiny_lora, monkeypatch):
+    """A base built from a config exists in no folder: the adapter saves it and names it, so peft needs no hub."""
+    from peft import AutoPeftModelForQuestionAnswering
+    from safetensors.torch import load_file
+    from transformers import AutoModelForQuestionAnswering
+
+    from qa_scale.data.tokenization import load_tokenizer
+    from qa_scale.inference.options import ReaderOptions
+    from qa_scale.modeling.model import load_qa_model
+    from qa_scale.serving.answering import Query, answer
+    from qa_scale.serving.readers import load_panel
+
+    run, adapter = tiny_lora["run"], tiny_lora["run"] / "adapter"
+    saved = json.loads((adapter / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == str(adapter / "base")  # was null: peft then asked the hub for "None"
+    # the base is the model training started from: the run's seed builds the same random model
+    tok = load_tokenizer(str(tiny_lora["tok"]))
+    initial = load_qa_model(None, vocab_size=max(tok.get_vocab().values()) + 1, tiny=TINY, seed=7).state_dict()
+    base = load_file(adapter / "base" / "model.safetensors")
+    assert base.keys() == initial.keys()
+    for key in initial:
+        torch.testing.assert_close(base[key], initial[key], rtol=0, atol=0, msg=key)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    merged = AutoPeftModelForQuestionAnswering.from_pretrained(adapter).merge_and_unload().state_dict()
+    exported = AutoModelForQuestionAnswering.from_pretrained(run / "model").state_dict()
+    assert merged.keys() == exported.keys()
+    for key in exported:
+        torch.testing.assert_close(merged[key], exported[key], rtol=0, atol=0, msg=key)
+    assert not torch.equal(merged["qa_outputs.weight"], initial["qa_outputs.weight"])  # the trained head, merged
+
+    # `qa-scale answer runs/x/adapter` still finds the base, and answers as model/ does
+    queries = [Query("北京是中国的首都，上海是中国最大的城市。", "中国的首都是哪个城市？")]
+    via_adapter = load_panel([adapter], ReaderOptions(device="cpu"))
+    assert via_adapter.readers[0].adapter
+    assert answer(via_adapter, queries) == answer(load_panel([run / "model"], ReaderOptions(device="cpu")), queries)
+
+
+@pytest.mark.slow
+def test_lora_run_writes_model_cards_for_adapter_and_merged_model(tiny_lora):
+    import yaml
+
+    run = tiny_lora["run"]
+    summary = json.loads((run / "summary.json").read_text())
+    dev = summary["last_dev"]
+    assert summary["best_checkpoint"] == "step-00000002"  # so the last evaluation is the exported checkpoint's
+    for folder, library in (("adapter", "peft"), ("model", "transformers")):
+        card = (run / folder / "README.md").read_text(encoding="utf-8")
+        _, meta, _ = card.split("---\n", 2)
+        meta = yaml.safe_load(meta)
+        assert meta["library_name"] == library and meta["pipeline_tag"] == "question-answering"
+        assert "base_model" not in meta and "lora" in meta["tags"]  # a random base names no base model
+        assert f"Dev EM {dev['em']:.2f}, F1 {dev['f1']:.2f}" in card
+        assert "randomly initialised BERT" in card and "squad_train.json" in card
+    adapter_card = (run / "adapter" / "README.md").read_text(encoding="utf-8")
+    assert f'AutoModelForQuestionAnswering.from_pretrained("{run / "adapter" / "base"}")' in adapter_card
+    assert f'PeftModel.from_pretrained(base, "{run / "adapter"}").merge_and_unload()' in adapter_card
+    assert "drops `token_type_ids`" in adapter_card and f"qa-scale answer {run / 'adapter'} --context" in adapter_card
+    model_card = (run / "model" / "README.md").read_text(encoding="utf-8")
+    assert f'AutoModelForQuestionAnswering.from_pretrained("{run / "model"}")' in model_card
+    assert "LoRA adapters merged into the base weights" in model_card

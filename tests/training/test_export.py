@@ -6,6 +6,7 @@ are built one after another in the same process.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -205,6 +206,7 @@ def test_masked_lm_export_keeps_tied_weights(ds_dist, char_tokenizer, tmp_path):
     engine.save_checkpoint(str(tmp_path / "ckpt"), tag=TAG)
     out = export_checkpoint(tmp_path / "ckpt", TAG, config, tmp_path / "backbone", model_class=BertForMaskedLM)
     exported = BertForMaskedLM.from_pretrained(out)
+    assert not (out / "README.md").exists(), "a backbone is no question-answering reader: no reader card"
     assert exported.cls.predictions.decoder.weight is exported.bert.embeddings.word_embeddings.weight
     engine.eval()
     with torch.no_grad():
@@ -267,3 +269,51 @@ def test_zero3_module_is_saved_only_when_gathered(ds_dist, char_tokenizer, tmp_p
     assert want.keys() == got.keys()
     for name in want:
         assert torch.equal(got[name], want[name]), name
+
+
+def front_matter(card: str) -> dict:
+    import yaml
+
+    first, meta, body = card.split("---\n", 2)
+    assert first == "", "the card starts with its YAML front matter"
+    return yaml.safe_load(meta)
+
+
+def test_exported_model_carries_a_model_card(runs, char_tokenizer, tmp_path):
+    """The card is rendered from the run folder beside the model: its recipe and the dev scores of the step."""
+    from qa_scale.training.model_card import CardFacts
+    from qa_scale.training.recipe import dump_recipe, load_recipe
+
+    engine, ckpt, config = runs(2)
+    run = tmp_path / "run"
+    engine.save_checkpoint(str(run / "checkpoints"), tag="step-00000030")
+    recipe = load_recipe(None, ["model.name_or_path=hfl/chinese-macbert-large", "data.train_file=data/hw7_train.json",
+                                "data.dev_file=data/hw7_dev.json", "optim.lr=3e-3", "optim.max_steps=30",
+                                "data.windows.max_seq_len=64", "data.windows.max_question_len=16",
+                                "data.windows.doc_overlap=16"])
+    (run / "config.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    rows = [{"step": 20, "split": "dev", "em": 40.0, "f1": 50.0}, {"step": 30, "split": "train", "loss": 0.5},
+            {"step": 30, "split": "dev", "em": 75.5, "f1": 81.25}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    out = export_checkpoint(run / "checkpoints", "step-00000030", config, run / "model", tokenizer=char_tokenizer)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    meta = front_matter(card)
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "question-answering"
+    assert meta["language"] == "zh" and meta["base_model"] == "hfl/chinese-macbert-large"
+    assert "qa-scale" in meta["tags"] and "lora" not in meta["tags"]
+    assert "`hfl/chinese-macbert-large`" in card and "`data/hw7_train.json`" in card
+    assert "EM 75.50, F1 81.25" in card and "40.00" not in card  # the exported step's, not another's
+    assert "| learning rate | 0.003 " in card and "max_seq_len 64, max_question_len 16, doc_overlap 16" in card
+    # the load snippet names the final folder (not the staging folder the card was written in)
+    assert f'AutoModelForQuestionAnswering.from_pretrained("{out}")' in card
+    assert f'AutoTokenizer.from_pretrained("{out}")' in card
+    assert f"qa-scale answer {out} --context" in card and f"`{run / 'config.yaml'}`" in card
+
+    # a random tiny base names no base model; a run without a dev file says it was not evaluated
+    tiny = CardFacts(recipe=load_recipe(None, ["model.tiny={}", "model.tokenizer=tok", "data.train_file=t.json"]))
+    out = export_checkpoint(ckpt, TAG, config, tmp_path / "tiny" / "model", card=tiny)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "base_model" not in front_matter(card) and "randomly initialised BERT" in card
+    assert "it was not evaluated" in card and "Dev EM" not in card
+    assert 'AutoTokenizer.from_pretrained("tok")' in card  # no tokenizer saved with the model: the recipe's

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from cli_runs import qa_scale
-from test_windows import examples
+from conftest import window_examples as examples
 
 from qa_scale import synthetic
 from qa_scale.data.tokenization import build_char_vocab

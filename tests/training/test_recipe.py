@@ -172,3 +172,104 @@ def test_bucket_rules_scale_with_the_model():
     assert rules["reduce_bucket_size"](8192, 10**11) == 500_000_000  # never above DeepSpeed's default
     assert rules["stage3_prefetch_bucket_size"](1024, 324_473_346) == 324_473_346 // 16
     assert rules["stage3_prefetch_bucket_size"](64, 0) == int(0.9 * 64 * 64)
+
+
+# ---------------------------------------------------------------- "auto" lengths (resolve_auto)
+import yaml  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from qa_scale.data import Answer, Example  # noqa: E402
+from qa_scale.data.windows import WindowConfig  # noqa: E402
+from qa_scale.training.recipe import (  # noqa: E402
+    AUTO_PERCENTILE,
+    MIN_AUTO_ANSWER_LEN,
+    MIN_AUTO_QUESTION_LEN,
+    auto_max_answer_len,
+    auto_max_question_len,
+    resolve_auto,
+    unresolved_auto,
+)
+
+AUTO = TINY + ["decode.max_answer_len=auto", "data.windows.max_question_len=auto"]
+lengths_st = st.lists(st.integers(1, 700), min_size=1, max_size=3000)
+windows_st = st.builds(lambda seq, overlap: WindowConfig(max_seq_len=seq, doc_overlap=min(overlap, seq // 3)),
+                       st.integers(16, 1024), st.integers(0, 256))
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths_st, windows_st)
+def test_auto_answer_limit_covers_the_percentile_and_keeps_the_floor(lengths, windows):
+    choice = auto_max_answer_len(lengths, windows, n_special=3)
+    value, cap = choice["value"], windows.max_seq_len - 3
+    covered = sum(n <= value for n in lengths) / len(lengths)
+    assert choice["cap"] == cap and value <= cap
+    assert value >= min(MIN_AUTO_ANSWER_LEN, cap)
+    assert value == cap or covered >= AUTO_PERCENTILE / 100  # capped only by what a window can hold
+    assert choice["covered_percent"] == pytest.approx(100 * covered)
+    # the smallest such limit: one token less leaves more than 0.1% out (unless the floor set it)
+    below = sum(n <= value - 1 for n in lengths) / len(lengths)
+    assert value in (MIN_AUTO_ANSWER_LEN, cap) or below < AUTO_PERCENTILE / 100
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths_st, windows_st)
+def test_auto_question_limit_covers_the_percentile_and_leaves_room_for_context(lengths, windows):
+    choice = auto_max_question_len(lengths, windows, n_special=3)
+    value = choice["value"]
+    room = windows.max_seq_len - 3
+    assert value <= choice["cap"] and room - value >= room / 2  # half the window (at least) stays context
+    assert value >= min(MIN_AUTO_QUESTION_LEN, choice["cap"])
+    covered = sum(n <= value for n in lengths) / len(lengths)
+    assert value == choice["cap"] or covered >= AUTO_PERCENTILE / 100
+    from dataclasses import replace
+    replace(windows, max_question_len=value).check(3)  # the resolved windows are valid
+
+
+def examples_with(answer_lengths: list[int], question: str = "问？") -> list[Example]:
+    ctx = "北京是中国的首都，上海是中国最大的城市。北京有故宫和长城。" * 4  # one token per character
+    return [Example(str(i), question, ctx, (Answer(ctx[3:3 + n], 3),)) for i, n in enumerate(answer_lengths)]
+
+
+def test_resolve_auto_fills_numbers_once_and_they_are_saved(char_tokenizer, tmp_path):
+    cfg = load_recipe(None, AUTO + ["data.windows.max_seq_len=128", "data.windows.doc_overlap=16"])
+    assert unresolved_auto(cfg) == ["data.windows.max_question_len", "decode.max_answer_len"]
+    with pytest.raises(ValueError, match="max_question_len is still 'auto'"):
+        cfg.data.windows.check(3)
+    exs = examples_with([5] * 997 + [40, 45, 50], question="张伟于1987年出生在哪个城市？" * 6)  # 96 question tokens
+    out, how = resolve_auto(cfg, exs, char_tokenizer)
+    # 99.9th percentile of 1000 answers: the 999th smallest = 45 tokens; questions: 96 → capped at 128 - 3 - 63 (half of 125, rounded up) = 62
+    assert (out.decode.max_answer_len, out.data.windows.max_question_len) == (45, 62)
+    assert how["decode.max_answer_len"]["covered_percent"] == 99.9 and how["data.windows.max_question_len"]["cap"] == 62
+    assert unresolved_auto(out) == [] and cfg.decode.max_answer_len == "auto"  # the recipe itself is not changed
+    saved = dump_recipe(out)
+    assert yaml.safe_load(saved)["decode"]["max_answer_len"] == 45
+    assert yaml.safe_load(saved)["data"]["windows"]["max_question_len"] == 62
+    (tmp_path / "config.yaml").write_text(saved, encoding="utf-8")
+    again = load_recipe(tmp_path / "config.yaml")
+    assert again == out and resolve_auto(again, exs, char_tokenizer) == (again, {})  # numbers stay numbers
+    short, _ = resolve_auto(cfg, examples_with([2, 3, 4]), char_tokenizer)
+    assert (short.decode.max_answer_len, short.data.windows.max_question_len) == (MIN_AUTO_ANSWER_LEN, 62)
+
+
+def test_auto_is_only_a_word_for_the_length_keys():
+    assert base(**{"decode.max_answer_len": 40}).decode.max_answer_len == 40
+    with pytest.raises(ValueError, match="decode.max_answer_len: expected int"):
+        base(**{"decode.max_answer_len": "long"})
+    with pytest.raises(ValueError, match="data.windows.max_seq_len: expected int"):
+        base(**{"data.windows.max_seq_len": "auto"})
+
+
+CMRC_RECIPES = [p for p in RECIPES if "cmrc" in p.name]
+
+
+@pytest.mark.parametrize("recipe", CMRC_RECIPES, ids=lambda p: p.name)
+def test_cmrc_recipes_resolve_auto_on_the_real_data(recipe, shared_data, bert_tokenizer):
+    """CMRC 2018 train is not here: its dev set stands in for the training answers."""
+    from qa_scale import data
+    cfg = load_recipe(recipe)
+    assert unresolved_auto(cfg) == ["data.windows.max_question_len", "decode.max_answer_len"]
+    out, how = resolve_auto(cfg, data.load(shared_data / "cmrc2018_dev.json", "lenient").examples, bert_tokenizer)
+    assert (out.decode.max_answer_len, out.data.windows.max_question_len) == (71, 64)
+    assert how["decode.max_answer_len"]["lengths"] == {"count": 3219, "p50": 6, "p90": 23, "p99": 50, "p99.9": 71,
+                                                       "max": 85}

@@ -32,6 +32,11 @@ def _on_sigterm(signum, _frame):
     raise SystemExit(128 + signum)  # unwinds like an error: the transaction removes its staging
 
 
+def _error(text: str) -> None:
+    """Print an error on stderr; a lone surrogate echoed from bad input is shown as ``\\udXXX``, not raised."""
+    print(text.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command in a transaction (see ``common.outputs``); bad input or output paths exit 2."""
     args = build_parser().parse_args(argv)
@@ -47,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         ok = True
         return code
     except (ValueError, RuntimeError) as err:
-        print(f"qa-scale {args.command}: error: {err}", file=sys.stderr)
+        _error(f"qa-scale {args.command}: error: {err}")
         return 2
     except OSError as err:  # a file that cannot be read or written: name it, no traceback
         where = f"{err.filename}: " if err.filename else ""
-        print(f"qa-scale {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        _error(f"qa-scale {args.command}: error: {where}{err.strerror or err}")
         return 2
     except KeyboardInterrupt:
         print(f"qa-scale {args.command}: interrupted; outputs left as they were", file=sys.stderr)

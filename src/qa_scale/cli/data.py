@@ -11,11 +11,18 @@ from .common import (command, data_arguments, emit, input_arg, json_arguments, o
                      positive_int, windows_arguments)
 
 
+def _limit_or_auto(text: str) -> int | str:
+    """An argparse type: ``auto`` or a whole number ≥ 1."""
+    return text if text == "auto" else positive_int(text)
+
+
 def _check_data_arguments(p: argparse.ArgumentParser) -> None:
     data_arguments(p)
     windows_arguments(p)
-    p.add_argument("--max-answer-len", type=positive_int, default=30,
-                   help="decoder limit in tokens; longer gold answers are counted (default: 30)")
+    p.add_argument("--max-answer-len", type=_limit_or_auto, default=30,
+                   help="decoder limit in tokens that the ceiling is measured at; longer gold answers are counted. "
+                        "auto: what a recipe's decode.max_answer_len: auto would choose from this file's answers "
+                        "(the ceiling without a limit is always reported too; default: 30)")
     json_arguments(p)
 
 

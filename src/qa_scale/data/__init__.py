@@ -3,7 +3,9 @@
 ``qa_scale.data.load`` / ``load_references`` are the entry points; ``formats`` holds the
 registered input formats, ``tokenization`` the tokenizers, ``windows`` the sliding windows,
 ``window_store`` their Arrow cache, ``batches`` the engine's micro-batches; ``examples`` reads and
-validates a file, ``references`` reads its answers for scoring.
+validates a file, ``references`` reads its answers for scoring; ``hf_datasets`` reads a Hugging
+Face ``datasets`` dataset (a ``save_to_disk`` folder or ``hf:NAME[:CONFIG][@SPLIT]``) wherever a
+data file is taken.
 """
 
 from .examples import (

@@ -1,8 +1,9 @@
 """Raw QA files → canonical examples, with a validation report.
 
-A file is read by its format (``data/formats/``: HW7, SQuAD style for CMRC 2018 and DRCD), then
-validated. ``strict`` validation raises :class:`DataError` naming the file, the example id and
-every problem found; ``lenient`` validation repairs what is safely repairable (an
+A file is read by its format (``data/formats/``: HW7, SQuAD style for CMRC 2018 and DRCD), a
+Hugging Face ``datasets`` dataset by :mod:`.hf_datasets` (SQuAD-style rows), then validated.
+``strict`` validation raises :class:`DataError` naming the file, the example id and every
+problem found; ``lenient`` validation repairs what is safely repairable (an
 ``answer_start`` that does not point at its text, when the text occurs in the context: the
 nearest occurrence wins), drops what is not, keeps everything else, and counts both in a
 :class:`DataReport`. Character offsets always index the original, unmodified context string.
@@ -178,8 +179,23 @@ def _surrogate(*texts: str) -> str | None:
 
 
 def read_records(path: str | Path, fmt: str = "auto") -> tuple[formats.DataFormat, Iterable[RawQuestion]]:
-    """The file's format and its raw question records (not yet validated)."""
+    """The file's format and its raw question records (not yet validated).
+
+    ``path`` may also name a Hugging Face ``datasets`` dataset (a ``save_to_disk`` folder, or
+    ``hf:NAME[:CONFIG][@SPLIT]``; see :mod:`.hf_datasets`): its rows are SQuAD-style records.
+    """
+    from . import hf_datasets
+
+    src = hf_datasets.source(path)
+    if src is not None:
+        return formats.get("squad"), hf_datasets.read_records(src, fmt)
     path = Path(path)
+    if path.is_dir():
+        from ..common.transaction import note_input
+
+        note_input(path)
+        raise DataError(f"{path}: is a folder, neither a JSON data file nor a dataset saved by `datasets` "
+                        f"(no {hf_datasets.STATE_FILE}, {hf_datasets.INFO_FILE} or {hf_datasets.DICT_FILE} in it)")
     raw = read_json(path)
     if fmt == "auto":
         try:
@@ -298,7 +314,8 @@ def load(path: str | Path, mode: Mode = "strict", fmt: str = "auto") -> Dataset:
     """Load and validate a data file in any registered format.
 
     Args:
-        path: the JSON file.
+        path: the JSON file, or a ``datasets`` dataset: a ``save_to_disk`` folder (``FOLDER@SPLIT``
+            for one split of a ``DatasetDict``) or ``hf:NAME[:CONFIG][@SPLIT]`` (see :mod:`.hf_datasets`).
         mode: ``"strict"`` raises on any problem; ``"lenient"`` repairs or drops and reports.
         fmt: a registered format name (``"hw7"``, ``"squad"``) or ``"auto"`` (from the top-level keys).
 

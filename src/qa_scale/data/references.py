@@ -31,7 +31,8 @@ def load_references(path: str | Path, fmt: str = "auto", skip_bad: bool = False)
     validated examples (which keep only answers they can locate).
 
     Args:
-        path: the data file.
+        path: the data file, or a ``datasets`` dataset (a saved folder, ``hf:NAME``; see
+            :func:`~.examples.load`).
         fmt: a registered format name or ``"auto"``.
         skip_bad: leave out records that cannot be read and repeated ids (the first wins), as
             lenient training does; by default they are an error, so that no score or submission

@@ -12,6 +12,36 @@ made only when ``Decoded.nbest`` is first read.
 Answer text is sliced from the original context through the offset mapping, never produced
 by ``tokenizer.decode`` (which drops spaces and turns rare characters into ``[UNK]``).
 
+That is ``DecodeConfig.across_windows="max_score"`` (the default). ``"sum_probability"`` combines an
+example's windows as the Hugging Face question-answering pipeline does (transformers 4.x
+``QuestionAnsweringPipeline.postprocess``), with array operations:
+
+* per window, log-softmax of the start logits and of the end logits over the window's context
+  tokens *and its CLS token* (the pipeline's ``p_mask`` leaves CLS in the softmax too): a window
+  that points at CLS, i.e. says "the answer is not here", gives its spans little probability;
+* candidates per window: the valid pairs among its top ``n_best_size`` context starts × top
+  ``n_best_size`` context ends that score at least its ``n_best_size``-th best such pair (ties all
+  kept), plus the window's exact best valid span when that grid misses it. Within a window the
+  order of p_start·p_end is the order of start + end logit, so wherever the grid's
+  ``n_best_size``-th pair beats what any pair off the grid can reach (``window_candidates``'s
+  bound), the candidates are exactly the window's ``n_best_size`` most probable valid spans; the
+  pipeline takes the top ``2 top_k + 10`` pairs of its full ``L × L`` product;
+* each candidate's probability p_start·p_end; the probabilities of identical answer texts
+  (``context[start:end]``, compared exactly; the pipeline compares them lower-cased) are added up
+  over all of the example's windows and positions: a span found by two overlapping windows counts
+  once per window, and the same text at two places of the context counts at both;
+* the answer is the text of highest summed probability (compared as float32 logarithms; ties: the
+  text whose span starts first). Its span (``best_span``, and ``start`` of its n-best entry) is the
+  position of that text with the highest probability summed over the windows that found it there
+  (ties: the first position); the pipeline reports the first position it met;
+* ``best_score`` is the logarithm of the text's summed probability, ``null_score`` the lowest
+  log p_start(CLS) + log p_end(CLS) over the example's windows (the pipeline's ``min_null_score``,
+  as a logarithm): ``null_threshold`` compares the two as before, so 0 predicts the empty answer
+  where the null probability exceeds the answer's (the pipeline's ``handle_impossible_answer``);
+* n-best lists: one entry per text, by summed probability, ``score`` its logarithm, ``window``
+  the window that gave its span the highest probability, ``probability`` the sums normalised
+  over the list.
+
 Hand-written because no library decodes span logits: ``transformers`` ships this only as
 example code (``utils_qa.py``) that loops in Python over windows and candidate pairs.
 """
@@ -22,14 +52,14 @@ import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
 from ..common.settings import check_fields, option
 from ..data import Example
 from ..data.windows import WindowSet
-from .nbest import NBest, descending, group_starts, rank, window_candidates
+from .nbest import NBest, descending, group_starts, rank, rank_texts, window_candidates
 
 # Opening mark → closing mark, for the optional clean-up of unbalanced marks at span edges.
 PAIRED_MARKS = {"「": "」", "《": "》", "“": "”", "（": "）", "『": "』", "(": ")"}
@@ -43,9 +73,17 @@ class DecodeConfig:
     n_best_size: int = option(20, "start and end candidates per window, and length of each n-best list", ge=1)
     max_answer_len: int = option(30, "longest answer, in tokens", ge=1)
     null_threshold: float | None = option(
-        None, "predict the empty answer when null score minus best span score exceeds this; default: never")
+        None, "predict the empty answer when null score minus best span score exceeds this (with "
+              "--across-windows sum_probability: log probabilities, 0 = the more probable wins); default: never")
     balance_marks: bool = option(
         False, "repair unbalanced 「」《》“”（）『』 at the edges of the chosen span")
+    across_windows: Literal["max_score", "sum_probability"] = option(
+        "max_score", "how an example's windows are combined. max_score: the valid span of highest start + end "
+                     "logit over all of them (exact). sum_probability: as the Hugging Face question-answering "
+                     "pipeline, per window softmax of the start and of the end logits over the context and CLS "
+                     "tokens, candidates from the top n_best_size starts x ends (and the window's best span), "
+                     "probabilities p_start*p_end of identical answer texts added up over the windows; the "
+                     "answer is the most probable text, scores are log probabilities (null_threshold too)")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -56,9 +94,11 @@ class Decoded:
     """Answers of every example, with n-best lists when they were asked for."""
 
     predictions: dict[str, str]
-    best_score: np.ndarray  # [E] best span score (-inf where no valid span exists)
+    # [E] best span score (-inf where no valid span exists); sum_probability: log of the answer's summed probability
+    best_score: np.ndarray
     best_span: np.ndarray  # [E, 2] character [start, end) of the best span (-1 where none)
-    null_score: np.ndarray  # [E] lowest CLS start+end score over the example's windows
+    # [E] lowest CLS start+end score over the example's windows; sum_probability: lowest log p_start·p_end of CLS
+    null_score: np.ndarray
     nbest_lists: NBest | None = None  # the n-best lists as arrays
 
     @functools.cached_property
@@ -170,6 +210,18 @@ def _spans_from_grid(s: np.ndarray, e: np.ndarray, grid, max_answer_len: int):
     return tuple(out)
 
 
+def _log_normaliser(x: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    """float64 [W]: log of the sum of exp over each row's finite entries of ``x`` and its ``extra`` (CLS) logit.
+
+    Exponentials in float32 (NumPy's SIMD ``exp``) of values shifted by the row's maximum, added up in float64.
+    """
+    m = np.maximum(x.max(axis=1), extra)
+    m = np.where(np.isfinite(m), m, np.float32(0))  # nothing finite: −inf below, never NaN
+    with np.errstate(divide="ignore"):
+        total = np.exp(x - m[:, None]).sum(axis=1, dtype=np.float64) + np.exp(extra.astype(np.float64) - m)
+        return m + np.log(total)
+
+
 def decode(windows: WindowSet, start_logits: np.ndarray, end_logits: np.ndarray,
            examples: Sequence[Example], config: DecodeConfig = DecodeConfig(), nbest: bool = False) -> Decoded:
     """Choose each example's answer from its windows' start/end logits.
@@ -209,10 +261,58 @@ def decode(windows: WindowSet, start_logits: np.ndarray, end_logits: np.ndarray,
     cuts = cuts.tolist()
     flat = windows.offsets.reshape(-1)  # character offsets, offsets[w, t] at 2 (w max_seq_len + t)
 
+    def answers(lo: int, hi: int, best_score: np.ndarray, best_span: np.ndarray, null_score: np.ndarray):
+        """The answers' texts of examples lo:hi (Python objects, but made while the other threads' NumPy calls run)."""
+        empty = best_span[:, 0] < 0
+        if config.null_threshold is not None:
+            empty |= null_score - best_score > config.null_threshold
+        # [0, 0): the empty answer; two flat lists, not a small list per span (the garbage collector tracks those)
+        spans = zip(examples[lo:hi], *np.where(empty[:, None], 0, best_span).T.tolist())
+        if config.balance_marks:
+            spans = [(x, a, b) if a == b else (x, *balance_span(x.context, a, b)) for x, a, b in spans]
+        return {x.id: x.context[a:b] for x, a, b in spans}
+
+    def summed(rows: slice, lo: int, hi: int, s: np.ndarray, e: np.ndarray):
+        """``across_windows="sum_probability"`` on one block (see the module docstring)."""
+        n_w, k = s.shape[0], config.n_best_size
+        grid = window_candidates(s, e, k, k, config.max_answer_len)
+        w, i, j, score = grid[:4]
+        best, bi, bj = _spans_from_grid(s, e, grid, config.max_answer_len)
+        top = np.full(n_w, -np.inf, np.float32)  # each window's best grid pair
+        firsts = group_starts(w)
+        if len(firsts):
+            top[w[firsts]] = np.maximum.reduceat(score, firsts)
+        missed = np.flatnonzero(np.isfinite(best) & (top < best))  # the window's best span is off its grid
+        at = np.searchsorted(w, missed)  # inserted in window order: ties go to the first window
+        w, i, j = np.insert(w, at, missed), np.insert(i, at, bi[missed]), np.insert(j, at, bj[missed])
+        # log-softmax over the context and CLS, per window; each candidate's log p_start + log p_end (float64)
+        cls = windows.cls_index[rows]
+        cls_s = start_logits[rows][np.arange(n_w), cls]
+        cls_e = end_logits[rows][np.arange(n_w), cls]
+        norm_s, norm_e = _log_normaliser(s, cls_s), _log_normaliser(e, cls_e)
+        logp = ((s.ravel().take(w * L + i) - norm_s[w]) + (e.ravel().take(w * L + j) - norm_e[w]))
+        ex = ex_of[rows] - lo
+        null_score = np.full(hi - lo, np.inf, np.float32)
+        np.minimum.at(null_score, ex, ((cls_s - norm_s) + (cls_e - norm_e)).astype(np.float32))
+        w = w + rows.start
+        at = 2 * w * windows.offsets.shape[1]
+        ranked = rank_texts(ex_of[w] - lo, flat.take(at + 2 * i), flat.take(at + 2 * j + 1), w, logp,
+                            [x.context for x in examples[lo:hi]], config.n_best_size)
+        firsts = group_starts(ranked[0])
+        best_score = np.full(hi - lo, -np.inf, np.float32)
+        best_span = np.full((hi - lo, 2), -1, np.int64)
+        top_ex = ranked[0][firsts]
+        best_score[top_ex] = ranked[3][firsts]
+        best_span[top_ex, 0], best_span[top_ex, 1] = ranked[1][firsts], ranked[2][firsts]
+        predictions = answers(lo, hi, best_score, best_span, null_score)
+        return predictions, best_score, best_span, null_score, ((ranked[0] + lo, *ranked[1:]) if nbest else None)
+
     def per_block(q: int):
         rows, lo, hi = slice(cuts[q], cuts[q + 1]), lows[q], lows[q + 1]
         s = np.where(in_ctx[rows], start_logits[rows], -np.inf)
         e = np.where(in_ctx[rows], end_logits[rows], -np.inf)
+        if config.across_windows == "sum_probability":
+            return summed(rows, lo, hi, s, e)
         if nbest:
             grid = window_candidates(s, e, config.n_best_size, config.n_best_size, config.max_answer_len)
             score, i, j = _spans_from_grid(s, e, grid, config.max_answer_len)
@@ -232,15 +332,7 @@ def decode(windows: WindowSet, start_logits: np.ndarray, end_logits: np.ndarray,
         null = start_logits[rows][order, cls] + end_logits[rows][order, cls]  # each window's CLS score, by example
         null_score = np.full(hi - lo, np.inf, np.float32)
         null_score[ex[order[firsts]]] = np.minimum.reduceat(null, firsts) if len(firsts) else null  # the lowest
-        # The answers' texts too (Python objects, but made while the other threads' NumPy calls run).
-        empty = best_span[:, 0] < 0
-        if config.null_threshold is not None:
-            empty |= null_score - best_score > config.null_threshold
-        # [0, 0): the empty answer; two flat lists, not a small list per span (the garbage collector tracks those)
-        spans = zip(examples[lo:hi], *np.where(empty[:, None], 0, best_span).T.tolist())
-        if config.balance_marks:
-            spans = [(x, a, b) if a == b else (x, *balance_span(x.context, a, b)) for x, a, b in spans]
-        predictions = {x.id: x.context[a:b] for x, a, b in spans}
+        predictions = answers(lo, hi, best_score, best_span, null_score)
         if not nbest:
             return predictions, best_score, best_span, null_score, None
         w, i, j, score = grid[:4]

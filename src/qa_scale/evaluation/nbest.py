@@ -6,6 +6,9 @@ of each (example, span) that overlapping windows found, ranks each example's spa
 grouped softmax. The result, :class:`NBest`, is columnar: one array per field, one row per entry;
 the per-entry dicts (with their texts) are made only when a consumer asks (``lists``, ``of``).
 
+``rank_texts`` does the same for ``across_windows="sum_probability"``: it adds up the probabilities
+of each (example, answer text) over windows and positions and ranks the texts.
+
 Hand-written because no library builds n-best lists from span logits (``transformers`` ships only
 the example loop of ``utils_qa.py``), and because a Python object per candidate is what made that
 loop slow: here Python objects are made only for the entries that are read.
@@ -17,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from .span_texts import text_fingerprints
 
 _FLOAT32_MIN = np.float32(np.finfo(np.float32).min)
 
@@ -298,3 +303,91 @@ def rank(cand_ex: np.ndarray, char_s: np.ndarray, char_e: np.ndarray, cand_w: np
     ex, a, b = np.insert(ex, at, extra), np.insert(a, at, best_span[extra, 0]), np.insert(b, at, best_span[extra, 1])
     sc, w = np.insert(sc, at, best_score[extra]), np.insert(w, at, -1)
     return ex, a, b, sc, w, _softmax_groups(sc.astype(np.float64), group_starts(ex))
+
+
+def _same_texts(ex: np.ndarray, a: np.ndarray, b: np.ndarray, weight: np.ndarray,
+                contexts: Sequence[str]) -> np.ndarray:
+    """For distinct spans (sorted by example, start, length), the index of the span standing for
+    each one's text within its example: the span of that text with the highest ``weight`` (ties:
+    the first). Texts are compared exactly.
+
+    A fingerprint of each text (its length and four of its characters, sampled at fixed fractions of
+    it) is equal for equal texts, so spans alone with their (example, fingerprint) have a text of
+    their own; only spans that share one (the same text elsewhere, or a rare clash) are compared
+    as strings.
+    """
+    n = len(ex)
+    rep = np.arange(n)
+    if n < 2:
+        return rep
+    order, starts = _sorted_groups([ex, text_fingerprints(ex, a, b, contexts)])
+    sizes = np.diff(np.r_[starts, n])
+    shared = np.flatnonzero(sizes > 1)
+    if not len(shared):
+        return rep
+    members = order[np.repeat(sizes > 1, sizes)]  # the spans of those groups, group by group
+    texts = [contexts[x][p:q] for x, p, q in zip(ex[members].tolist(), a[members].tolist(), b[members].tolist())]
+    span, w = members.tolist(), weight[members].tolist()
+    lo = 0
+    for size in sizes[shared].tolist():
+        chosen: dict[str, int] = {}  # text → its member of highest weight (ties: the first, by start, then length)
+        for m in range(lo, lo + size):
+            r = chosen.setdefault(texts[m], m)
+            if w[m] > w[r]:
+                chosen[texts[m]] = m
+        for m in range(lo, lo + size):
+            rep[span[m]] = span[chosen[texts[m]]]
+        lo += size
+    return rep
+
+
+def rank_texts(cand_ex: np.ndarray, char_s: np.ndarray, char_e: np.ndarray, cand_w: np.ndarray, logp: np.ndarray,
+               contexts: Sequence[str], n: int) -> tuple[np.ndarray, ...]:
+    """Each example's n most probable answer texts, probabilities added up over windows and positions.
+
+    Candidates (example, character start and end, window, log p_start + log p_end) come in window
+    order. The probabilities of one (example, span) are added up over the windows that found it,
+    then those of one (example, text) over the spans of that text (see :func:`_same_texts`, which
+    also picks the span that stands for the text). Texts are ranked by summed probability (compared
+    as float32 logarithms; ties: by span start, then end) and the first ``n`` of each example kept.
+    Returns (example, start, end, score, window, probability) arrays, by example, best first: score
+    the log of the summed probability (float32), window the window that gave the span its highest
+    probability (the first among equals), probability the sums normalised over the kept list.
+    """
+    N = len(cand_ex)
+    if not N:
+        return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32),
+                np.zeros(0, np.int64), np.zeros(0, np.float64))
+    # One row per (example, span), its copies in window order (a stable sort: the candidates come so).
+    order, starts = _sorted_groups([cand_ex, char_s, char_e - char_s], runs=True)
+    ex_o, lp = cand_ex[order], logp[order]
+    ex_first = group_starts(ex_o)
+    # Probabilities relative to each example's most probable candidate: sums never underflow to 0.
+    shift = np.maximum.reduceat(lp, ex_first)
+    p = np.exp(lp - np.repeat(shift, np.diff(np.r_[ex_first, N])))
+    span_p = np.add.reduceat(p, starts)
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, N]))
+    hit = np.flatnonzero(p == np.maximum.reduceat(p, starts)[group])
+    span_w = cand_w[order[hit[group_starts(group[hit])]]]
+    first = order[starts]
+    ex, a, b = cand_ex[first], char_s[first], char_e[first]
+    shift_of = np.zeros(int(ex.max()) + 1)
+    shift_of[ex_o[ex_first]] = shift
+    # One row per (example, text): its span, the summed probability.
+    rep = _same_texts(ex, a, b, span_p, contexts)
+    text_p = np.bincount(rep, weights=span_p, minlength=len(rep))
+    keep = np.flatnonzero(rep == np.arange(len(rep)))
+    ex, a, b, w, text_p = ex[keep], a[keep], b[keep], span_w[keep], text_p[keep]
+    with np.errstate(divide="ignore"):
+        log_p = np.log(text_p)
+    # Each example's texts by summed probability (ties: span order), the first n.
+    by_p, _ = _sorted_groups([ex, descending(log_p.astype(np.float32))], groups=False)
+    ex, a, b, w, text_p, log_p = ex[by_p], a[by_p], b[by_p], w[by_p], text_p[by_p], log_p[by_p]
+    firsts = group_starts(ex)
+    sizes = np.diff(np.r_[firsts, len(ex)])
+    kept = np.flatnonzero(np.arange(len(ex)) - np.repeat(firsts, sizes) < n)
+    ex, a, b, w, text_p, log_p = ex[kept], a[kept], b[kept], w[kept], text_p[kept], log_p[kept]
+    firsts = group_starts(ex)
+    sizes = np.diff(np.r_[firsts, len(ex)])
+    prob = text_p / np.repeat(np.add.reduceat(text_p, firsts), sizes)
+    return ex, a, b, (log_p + shift_of[ex]).astype(np.float32), w, prob

@@ -6,12 +6,19 @@ lost to token boundaries, to windowing or to the decoder's answer-length limit, 
 model: the ceiling of the settings. The decoder runs twice: with the ``max_answer_len`` of real
 use (the report's main figures) and without a length limit (``windowing_only``), so that what
 the limit costs is reported apart from what windowing costs.
+
+The lengths those limits are about are measured here too (:func:`answer_token_lengths`,
+:func:`question_token_lengths`, :func:`length_percentiles`): in tokens of the run's tokenizer,
+an answer as the decoder counts it (the context tokens its span covers). ``qa-scale check-data``
+reports them, and training's ``auto`` limits (:func:`qa_scale.training.recipe.resolve_auto`)
+are chosen from them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
@@ -61,6 +68,61 @@ class OracleReport:
         out["unreachable_count"] = len(self.unreachable)
         out["unreachable"] = self.unreachable[:max_listed]
         return out
+
+
+def answer_token_lengths(examples: Iterable[Example], tok: PreTrainedTokenizerBase) -> np.ndarray:
+    """Tokens of each example's first (training) reference, counted as ``decode.max_answer_len`` counts them.
+
+    The length is that of the span of context tokens covering the answer (``last - first + 1``
+    in :func:`~qa_scale.data.windows.token_span`), read off the context's own tokenization, not
+    the answer text's tokenized alone (which can split differently at its edges). Examples
+    without an answer, and answers that no token covers, are left out.
+    """
+    examples = [ex for ex in examples if ex.answers]
+    if not examples:
+        return np.zeros(0, np.int64)
+    unique = {c: i for i, c in enumerate(dict.fromkeys(ex.context for ex in examples))}
+    enc = tok(list(unique), add_special_tokens=False, return_offsets_mapping=True)
+    offsets = [np.asarray(o, np.int64).reshape(-1, 2) for o in enc["offset_mapping"]]
+    out = []
+    for ex in examples:
+        first, last = token_span(offsets[unique[ex.context]], ex.answers[0].start, ex.answers[0].end)
+        if first <= last:
+            out.append(last - first + 1)
+    return np.asarray(out, np.int64)
+
+
+def question_token_lengths(examples: Iterable[Example], tok: PreTrainedTokenizerBase) -> np.ndarray:
+    """Tokens of each question before any truncation (what ``data.windows.max_question_len`` cuts)."""
+    questions = [ex.question for ex in examples]
+    if not questions:
+        return np.zeros(0, np.int64)
+    return np.asarray([len(ids) for ids in tok(questions, add_special_tokens=False)["input_ids"]], np.int64)
+
+
+def covering_length(lengths: Sequence[int] | np.ndarray, percentile: float) -> int:
+    """The smallest observed length that at least ``percentile`` percent of ``lengths`` do not exceed.
+
+    The nearest-rank percentile: the ``ceil(percentile / 100 · n)``-th smallest length, always one
+    of the lengths (never interpolated below it), so a limit of this value covers at least that
+    share. 0 for no lengths.
+    """
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    ordered = np.sort(np.asarray(lengths, np.int64))
+    if not len(ordered):
+        return 0
+    rank = max(math.ceil(round(percentile / 100 * len(ordered), 9)), 1)  # round: 99.9/100·1000 is 999.0000000000001
+    return int(ordered[rank - 1])
+
+
+def length_percentiles(lengths: Sequence[int] | np.ndarray, percentiles: Sequence[float] = (50, 90, 99)) -> dict:
+    """``{"count": n, "p50": …, "p90": …, "p99": …, "max": …}`` by :func:`covering_length` (tokens)."""
+    out: dict = {"count": int(len(lengths))}
+    for p in percentiles:
+        out[f"p{p:g}"] = covering_length(lengths, p)
+    out["max"] = int(np.max(lengths)) if len(lengths) else 0
+    return out
 
 
 class _Best:

@@ -165,7 +165,9 @@ def _adapter_model(adapter_dir: Path):
     base_name = settings.get("base_model_name_or_path") if isinstance(settings, dict) else None
     if not isinstance(base_name, str) or not base_name:
         raise ValueError(f"{adapter_dir / ADAPTER_CONFIG} names no base_model_name_or_path")
-    tried = [Path(base_name), adapter_dir / base_name, adapter_dir.parent / base_name]
+    # As written; relative to the adapter or its run; and the base saved beside the adapter (a base
+    # built from a config), whose absolute path no longer holds once the run folder has moved.
+    tried = [Path(base_name), adapter_dir / base_name, adapter_dir.parent / base_name, adapter_dir / "base"]
     base_dir = next((p for p in tried if p.is_dir()), None)
     if base_dir is None:
         raise ValueError(f"{adapter_dir}: base model {base_name!r} not found (looked in "

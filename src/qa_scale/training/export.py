@@ -4,10 +4,17 @@
 by ZeRO. Export consolidates the fp32 master weights into one model and saves it with
 ``save_pretrained``, so that ``predict``, other tools and the hub read it without DeepSpeed.
 It runs in one process: rank 0 after a barrier, or offline after training.
+
+Every exported reader folder carries a ``README.md`` model card (:mod:`.model_card`), rendered from
+the run's ``config.yaml`` and the dev scores ``metrics.jsonl`` holds for the exported step, or from
+the facts a caller passes. A LoRA adapter whose base was built from a config (``model.tiny``: a
+random model that exists in no folder) carries that base, the exact weights it was trained on, in
+``adapter/base/``, named by its absolute path in ``adapter_config.json`` so that peft loads it offline.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -16,9 +23,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..common.inputs import read_text
-from ..common.outputs import staged_dir
+from ..common.outputs import atomic_open, staged_dir
 from ..modeling.families import family_of
 from . import checkpoint
+from .model_card import CARD, CardFacts, adapter_card, model_card
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -27,6 +35,7 @@ if TYPE_CHECKING:
     from ..modeling.lora import LoraSection
 
 log = logging.getLogger(__name__)
+BASE_DIR = "base"  # in an adapter folder: the base a random (config-built) model's adapter was trained on
 
 
 class ExportError(ValueError):
@@ -34,7 +43,7 @@ class ExportError(ValueError):
 
 
 def export_state_dict(model: PreTrainedModel, out_dir: str | os.PathLike,
-                      tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+                      tokenizer: PreTrainedTokenizerBase | None = None, card: str | None = None) -> Path:
     """Save a model (and its tokenizer) as a Hugging Face directory in safetensors, atomically.
 
     Args:
@@ -42,6 +51,7 @@ def export_state_dict(model: PreTrainedModel, out_dir: str | os.PathLike,
             :func:`export_checkpoint` for a ZeRO-3 run).
         out_dir: the directory to write; an existing one is replaced once the new one is complete.
         tokenizer: saved alongside, so that the directory is self-contained.
+        card: the text of its ``README.md`` model card, written with it.
 
     Raises:
         ExportError: the model holds ZeRO-3 partitioned parameters, or nothing was saved as safetensors.
@@ -61,6 +71,9 @@ def export_state_dict(model: PreTrainedModel, out_dir: str | os.PathLike,
             raise ExportError(f"save_pretrained wrote no safetensors file for {out_dir}")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        if card is not None:
+            with atomic_open(tmp / CARD) as fh:
+                fh.write(card)
     log.info("exported %s to %s", type(model).__name__, out_dir)
     return out_dir
 
@@ -75,6 +88,20 @@ def _resolve_tag(checkpoint_dir: Path, tag: str | None) -> str:
     if latest.is_file():
         return read_text(latest).strip()
     raise ExportError(f"no tag given, and {checkpoint_dir} has no committed checkpoint nor a 'latest' file")
+
+
+def _step_of(tag: str) -> int | None:
+    m = checkpoint.TAG.match(tag)
+    return int(m.group(1)) if m else None
+
+
+def _facts(card: CardFacts | None, out_dir: Path, tag: str) -> CardFacts:
+    """The card's facts: the caller's, else the run folder's (``out_dir``'s parent, as training lays it out)."""
+    return card if card is not None else CardFacts.of_run(out_dir.parent, _step_of(tag))
+
+
+def _is_reader(model: torch.nn.Module) -> bool:
+    return type(model).__name__.endswith("ForQuestionAnswering")
 
 
 def consolidated_state_dict(checkpoint_dir: str | os.PathLike, tag: str | None = None) -> dict[str, torch.Tensor]:
@@ -125,7 +152,7 @@ def key_problems(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str 
 
 def export_checkpoint(checkpoint_dir: str | os.PathLike, tag: str | None, model_config: PretrainedConfig,
                       out_dir: str | os.PathLike, tokenizer: PreTrainedTokenizerBase | None = None,
-                      model_class: type | None = None) -> Path:
+                      model_class: type | None = None, card: CardFacts | None = None) -> Path:
     """Consolidate a DeepSpeed checkpoint into a Hugging Face model directory.
 
     Args:
@@ -136,6 +163,8 @@ def export_checkpoint(checkpoint_dir: str | os.PathLike, tag: str | None, model_
         tokenizer: saved alongside when given.
         model_class: the class to export as (an ``Auto…`` class or a model class); default
             ``AutoModelForQuestionAnswering``.
+        card: what the model card says of the run; default: what the run folder (``out_dir``'s
+            parent) holds. Only question-answering readers get a card.
 
     Returns:
         ``out_dir``.
@@ -147,6 +176,7 @@ def export_checkpoint(checkpoint_dir: str | os.PathLike, tag: str | None, model_
     from transformers import AutoModelForQuestionAnswering
 
     model_class = model_class or AutoModelForQuestionAnswering
+    tag = _resolve_tag(Path(checkpoint_dir), tag)
     state = consolidated_state_dict(checkpoint_dir, tag)
     # Auto classes build through from_config; concrete model classes through _from_config.
     build = getattr(model_class, "from_config", None) or getattr(model_class, "_from_config", None)
@@ -159,7 +189,11 @@ def export_checkpoint(checkpoint_dir: str | os.PathLike, tag: str | None, model_
         raise ExportError(f"checkpoint {checkpoint_dir} (tag {tag}) does not fit "
                           f"{type(model).__name__}: {problems}")
     model.load_state_dict(state, strict=True)
-    return export_state_dict(model, out_dir, tokenizer)
+    out_dir = Path(out_dir)
+    text = None
+    if _is_reader(model):  # a masked-LM backbone is no reader: it gets no reader card
+        text = model_card(_facts(card, out_dir, tag), out_dir, tokenizer_saved=tokenizer is not None)
+    return export_state_dict(model, out_dir, tokenizer, card=text)
 
 
 def _check_adapter(state: dict[str, torch.Tensor], model: PeftModel) -> None:
@@ -179,22 +213,48 @@ def _check_adapter(state: dict[str, torch.Tensor], model: PeftModel) -> None:
         raise ExportError(f"incomplete LoRA checkpoint, {len(bad)} tensors: " + "; ".join(bad[:8]))
 
 
+def _pre_lora_base(model: PeftModel, build, base_config: PretrainedConfig) -> torch.nn.Module:
+    """The base a peft model was made from, as it was before LoRA: the frozen layers and the original head.
+
+    LoRA never changes the base layers (frozen) nor the head's original copy (peft trains a copy in
+    ``modules_to_save``), so the peft model's state holds them exactly; the adapters and trained
+    copies are left out.
+    """
+    state = {}
+    for name, tensor in model.get_base_model().state_dict().items():
+        parts = name.split(".")
+        if "modules_to_save" in parts or any(p.startswith("lora_") for p in parts):
+            continue
+        state[".".join(p for p in parts if p not in ("base_layer", "original_module"))] = tensor
+    base = build(base_config)
+    problems = key_problems(base, state)
+    if problems:
+        raise ExportError(f"cannot take the base model out of the LoRA model: {problems}")
+    base.load_state_dict(state, strict=True)
+    return base
+
+
 def export_lora_checkpoint(checkpoint_dir: str | os.PathLike, tag: str | None, base_config: PretrainedConfig,
                            section: LoraSection, model_dir: str | os.PathLike, adapter_dir: str | os.PathLike,
                            tokenizer: PreTrainedTokenizerBase | None = None, base_class: type | None = None,
-                           base_name: str | None = None) -> tuple[Path, Path]:
+                           base_name: str | None = None, card: CardFacts | None = None) -> tuple[Path, Path]:
     """Consolidate a LoRA run's DeepSpeed checkpoint into an adapter directory and a merged model.
 
     Args:
         checkpoint_dir, tag: as for :func:`export_checkpoint`.
-        base_config: the backbone's architecture.
+        base_config: the backbone's architecture. When it names no source (``name_or_path`` empty: a
+            model built from a config, such as ``model.tiny``), the base weights the adapter was
+            trained on are saved into ``adapter_dir/base`` and the adapter config names that folder
+            by its absolute path, so that peft loads the adapter offline.
         section: the LoRA settings the run trained with.
         model_dir: where the merged ``…ForQuestionAnswering`` goes (what ``predict`` reads).
         adapter_dir: where the peft adapter goes (``PeftModel.from_pretrained(base, adapter_dir)``, or
             ``AutoPeftModelForQuestionAnswering.from_pretrained(adapter_dir)``: its task type is QUESTION_ANS).
         tokenizer: saved with the merged model.
         base_class: the backbone's model class (default ``AutoModelForQuestionAnswering``).
-        base_name: recorded in the adapter's config as its base model.
+        base_name: recorded in the adapter's config as its base model (a hub name or folder; ignored
+            for a base built from a config, which is saved instead).
+        card: what the model cards say of the run; default: what the run folder holds.
 
     Raises:
         ExportError: the checkpoint does not fit the model, or an adapter or head tensor is
@@ -203,26 +263,40 @@ def export_lora_checkpoint(checkpoint_dir: str | os.PathLike, tag: str | None, b
     from peft import get_peft_model
     from transformers import AutoModelForQuestionAnswering
 
+    tag = _resolve_tag(Path(checkpoint_dir), tag)
     state = consolidated_state_dict(checkpoint_dir, tag)
     base_class = base_class or AutoModelForQuestionAnswering
     build = getattr(base_class, "from_config", None) or base_class._from_config
     base = build(base_config)
-    model = get_peft_model(base, section.peft_config(family_of(base)))
+    family = family_of(base)
+    model = get_peft_model(base, section.peft_config(family))
     problems = key_problems(model, state)
     if problems:
         raise ExportError(f"checkpoint {checkpoint_dir} (tag {tag}) does not fit the LoRA model: {problems}")
     _check_adapter(state, model)
     model.load_state_dict(state, strict=True)
-    if base_name:
-        model.peft_config["default"].base_model_name_or_path = base_name
+    model_dir, adapter_dir = Path(model_dir), Path(adapter_dir)
+    random_base = _pre_lora_base(model, build, base_config) if not base_config.name_or_path else None
+    if random_base is not None:
+        # Its final place (the folder staged below is renamed there), absolute: peft resolves a relative
+        # base against the working directory, not the adapter folder.
+        base_name = str(Path(os.path.abspath(adapter_dir)) / BASE_DIR)
+    base_name = base_name or base_config.name_or_path or None
+    model.peft_config["default"].base_model_name_or_path = base_name
     # Saved as a QUESTION_ANS adapter so that peft's AutoPeftModelForQuestionAnswering loads it; the
     # training model stays the plain PeftModel (the QA wrapper drops token_type_ids: modeling/lora.py).
     model.peft_config["default"].task_type = "QUESTION_ANS"
-    with staged_dir(Path(adapter_dir), kind="adapter") as tmp:
+    facts = dataclasses.replace(_facts(card, model_dir, tag), lora_targets=section.targets(family))
+    with staged_dir(adapter_dir, kind="adapter") as tmp:
         model.save_pretrained(tmp)
         if not any(tmp.glob("adapter_model.safetensors")):
             raise ExportError(f"peft wrote no adapter_model.safetensors for {adapter_dir}")
+        if random_base is not None:
+            random_base.save_pretrained(tmp / BASE_DIR)
+        with atomic_open(tmp / CARD) as fh:  # in place of peft's template card
+            fh.write(adapter_card(facts, adapter_dir, base_name, model_dir, saved_base=random_base is not None))
     merged = model.merge_and_unload()
-    export_state_dict(merged, model_dir, tokenizer)
+    export_state_dict(merged, model_dir, tokenizer,
+                      card=model_card(facts, model_dir, lora=True, tokenizer_saved=tokenizer is not None))
     log.info("exported LoRA adapter to %s and the merged model to %s", adapter_dir, model_dir)
-    return Path(model_dir), Path(adapter_dir)
+    return model_dir, adapter_dir

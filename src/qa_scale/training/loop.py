@@ -31,7 +31,7 @@ from ..runtime import distributed
 from . import checkpoint, ds_config
 from .flops import Throughput, flops_per_token_fn, mfu, peak_memory
 from .monitor import Monitor
-from .recipe import TrainConfig, dump_recipe
+from .recipe import TrainConfig, dump_recipe, unresolved_auto
 from .tasks import QATask, Task
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,13 @@ class Trainer:
         set_seed(c.run.seed)  # the same initialisation on every rank
         self.tok = load_tokenizer(c.model.tokenizer or c.model.name_or_path)
         self.task = make_task(c, self.tok, Path(c.data.cache_dir or self.out / "cache"), d)
+        # The run's config from here on (config.yaml, summary): the task's, its "auto" lengths resolved.
+        c = self.config = self.task.config
+        self.auto_resolved = getattr(self.task, "auto_resolved", {})
+        left = unresolved_auto(c)
+        if left:  # predict/answer/serve read config.yaml beside the model: it must hold numbers
+            raise ValueError(f"{', '.join(left)}: still 'auto' after the task was built (this task does not "
+                             "resolve them): give numbers")
         model = self.task.build_model()
         seed_rank(c.run.seed, d.rank)  # dropout (and masked-LM masks): each rank draws its own
         self.per_epoch = len(global_batches(self.task.windows(0).lengths, c.optim.global_batch_size, 0, 0, False))
@@ -139,6 +146,10 @@ class Trainer:
 
     def write_run_files(self) -> None:
         if self.d.main:
+            for key, choice in self.auto_resolved.items():
+                log.info("%s: auto → %d (the %gth percentile of %d training lengths is %d; at least %d, at most %d; "
+                         "covers %.2f%%)", key, choice["value"], choice["percentile"], choice["lengths"]["count"],
+                         choice["percentile_length"], choice["floor"], choice["cap"], choice["covered_percent"])
             with atomic_open(self.out / "config.yaml") as fh:
                 fh.write(dump_recipe(self.config))
             write_json(self.out / "ds_config.json", self.ds)
@@ -276,6 +287,7 @@ class Trainer:
                    "world_size": self.d.world_size, "precision": c.run.precision,
                    "skipped_steps": self.engine.skipped_steps, "windows_per_step": c.optim.global_batch_size,
                    "train_files": getattr(self.task, "train_counts", None),
+                   "auto_resolved": self.auto_resolved,  # the recipe's "auto" lengths and how they were chosen
                    **cost, "parameters": {"total": n_total, "trainable": n_trainable,
                                           "trainable_percent": round(100 * n_trainable / n_total, 4)}}
         distributed.barrier()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
+import numpy as np
 import yaml
 
 from ..common.inputs import InputError, read_mapping
@@ -26,9 +27,49 @@ from ..common.settings import (
     literals,
     option,
 )
-from ..data.windows import WindowConfig
+from ..data.windows import Template, WindowConfig
 from ..evaluation.decode import DecodeConfig
 from ..modeling.lora import LoraSection
+
+if typing.TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from ..data import Example
+
+# "auto" lengths (resolve_auto): the 99.9th percentile (nearest rank: an observed length) of the training
+# lengths in tokens. The 99th would give up 1 answer in 100 for good (CMRC 2018 dev: p99 50 tokens, p99.9 71,
+# max 85); the maximum would hand the limit to one outlier or annotation error. Never below a floor: for answers
+# the decoder's usual 30, so that a short-answered training set cannot make longer test answers unreachable; for
+# questions the window default 64 (a question takes only the tokens it has: a larger limit costs a window nothing).
+AUTO_PERCENTILE, MIN_AUTO_ANSWER_LEN, MIN_AUTO_QUESTION_LEN = 99.9, 30, 64
+
+
+@dataclass(frozen=True)
+class WindowSection(WindowConfig):
+    """Window settings as a recipe gives them: :class:`WindowConfig` with ``max_question_len`` also ``auto``."""
+
+    max_question_len: int | Literal["auto"] = option(
+        64, "question tokens kept; longer questions are truncated. auto: chosen at the start of training, the "
+            f"{AUTO_PERCENTILE:g}th percentile of the training questions' lengths in tokens, at least "
+            f"{MIN_AUTO_QUESTION_LEN}, at most what leaves half the window (and more than doc_overlap) to context",
+        ge=1)
+
+    def check(self, n_special: int) -> None:
+        if self.max_question_len == "auto":
+            raise ValueError("data.windows.max_question_len is still 'auto': resolve_auto fills it from the "
+                             "training data before windows are cut")
+        super().check(n_special)
+
+
+@dataclass(frozen=True)
+class DecodeSection(DecodeConfig):
+    """Decoding as a recipe gives it: :class:`DecodeConfig` with ``max_answer_len`` also ``auto``."""
+
+    max_answer_len: int | Literal["auto"] = option(
+        30, "longest answer, in tokens. auto: chosen at the start of training, the "
+            f"{AUTO_PERCENTILE:g}th percentile of the training answers' lengths in tokens (first reference, as the "
+            f"decoder counts them), at least {MIN_AUTO_ANSWER_LEN}; the saved config.yaml holds the number",
+        ge=1)
 
 
 @dataclass
@@ -61,7 +102,7 @@ class DataSection:
     strategy: Literal["all", "random_answer", "answer_and_negative"] = option(
         "all", "training windows: every window; one per question with the answer at a random position; or "
                "that one and one random window without the answer")
-    windows: WindowConfig = field(default_factory=WindowConfig, metadata={"help": "window settings"})
+    windows: WindowSection = field(default_factory=WindowSection, metadata={"help": "window settings"})
     cache_dir: str | None = option(None, "window cache (datasets Arrow); default: <output_dir>/cache")
     max_train_examples: int | None = option(None, "use only the first N training examples (smoke tests)", ge=1)
     max_dev_examples: int | None = option(None, "use only the first N dev examples", ge=1)
@@ -148,7 +189,7 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     run: RunSection = field(default_factory=RunSection)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    decode: DecodeSection = field(default_factory=DecodeSection, metadata={"help": "how spans are chosen"})
 
     def __post_init__(self) -> None:
         o = self.optim
@@ -286,3 +327,73 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
 def dump_recipe(config: TrainConfig) -> str:
     """The resolved config as YAML (saved beside every checkpoint and logits store)."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+# ---------------------------------------------------------------- "auto" lengths
+def unresolved_auto(config: TrainConfig) -> list[str]:
+    """The length keys that still say ``auto`` (none once :func:`resolve_auto` ran)."""
+    values = {"data.windows.max_question_len": config.data.windows.max_question_len,
+              "decode.max_answer_len": config.decode.max_answer_len}
+    return [key for key, value in values.items() if value == "auto"]
+
+
+def _choose(lengths: Sequence[int], floor: int, cap: int, **how: int) -> dict:
+    """The :data:`AUTO_PERCENTILE` percentile of ``lengths`` (nearest rank), at least ``floor``, at most ``cap``."""
+    from ..evaluation.oracle import covering_length, length_percentiles
+
+    percentile = covering_length(lengths, AUTO_PERCENTILE)
+    value = min(max(percentile, floor), cap)
+    covered = float(100.0 * np.mean(np.asarray(lengths) <= value)) if len(lengths) else 100.0
+    return {"value": value, "percentile": AUTO_PERCENTILE, "percentile_length": percentile, "floor": floor,
+            "cap": cap, **how, "covered_percent": covered,
+            "lengths": length_percentiles(lengths, (50, 90, 99, AUTO_PERCENTILE))}
+
+
+def auto_max_answer_len(answer_lengths: Sequence[int], windows: WindowConfig, n_special: int) -> dict:
+    """What ``decode.max_answer_len: auto`` becomes for these answer lengths (tokens), and how it was chosen:
+    at least :data:`MIN_AUTO_ANSWER_LEN`, at most the context tokens a window holds (no longer span decodes)."""
+    return _choose(answer_lengths, MIN_AUTO_ANSWER_LEN, windows.context_len(0, n_special))
+
+
+def auto_max_question_len(question_lengths: Sequence[int], windows: WindowConfig, n_special: int) -> dict:
+    """What ``data.windows.max_question_len: auto`` becomes for these question lengths (tokens), and how.
+
+    At least :data:`MIN_AUTO_QUESTION_LEN`, capped so that a window keeps room for context: half of
+    ``max_seq_len`` less the special tokens, and more than ``doc_overlap`` (at least ``doc_step``)
+    tokens, so that the windows stay valid.
+    """
+    room = windows.max_seq_len - n_special
+    min_context = max(-(-room // 2), (windows.doc_overlap or 0) + 1, windows.doc_step or 0)
+    return _choose(question_lengths, MIN_AUTO_QUESTION_LEN, max(room - min_context, 1), min_context=min_context)
+
+
+def resolve_auto(config: TrainConfig, train_examples: Sequence[Example],
+                 tokenizer: PreTrainedTokenizerBase) -> tuple[TrainConfig, dict]:
+    """The one place where the recipe's ``auto`` lengths become numbers (:func:`auto_max_question_len`,
+    :func:`auto_max_answer_len`), from the training examples in tokens of ``tokenizer``.
+
+    Training calls it once, before any window is cut; the same data and tokenizer give the same numbers
+    on every rank. Returns the config with numbers (as it is when nothing says ``auto``) and, for each
+    key that said ``auto``, how its value was chosen (the run summary reports it).
+    """
+    todo = unresolved_auto(config)
+    if not todo:
+        return config, {}
+    from ..evaluation.oracle import answer_token_lengths, question_token_lengths
+
+    n_special = Template.of(tokenizer).n_special
+    windows, decoding, resolved = config.data.windows, config.decode, {}
+    if "data.windows.max_question_len" in todo:
+        choice = auto_max_question_len(question_token_lengths(train_examples, tokenizer), windows, n_special)
+        windows = dataclasses.replace(windows, max_question_len=choice["value"])
+        resolved["data.windows.max_question_len"] = choice
+    if "decode.max_answer_len" in todo:
+        lengths = answer_token_lengths(train_examples, tokenizer)
+        if not len(lengths):
+            raise ValueError("decode.max_answer_len: auto needs training answers, and none is located in the "
+                             "context: give a number")
+        choice = auto_max_answer_len(lengths, windows, n_special)
+        decoding = dataclasses.replace(decoding, max_answer_len=choice["value"])
+        resolved["decode.max_answer_len"] = choice
+    out = dataclasses.replace(config, data=dataclasses.replace(config.data, windows=windows), decode=decoding)
+    return out, resolved

@@ -20,7 +20,7 @@ from ..evaluation.decode import decode
 from ..evaluation.metrics import evaluate as score
 from ..inference.forward import predict_logits
 from ..runtime.distributed import Dist, broadcast_object, main_first
-from .recipe import TrainConfig
+from .recipe import TrainConfig, resolve_auto
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -40,6 +40,8 @@ class Task(Protocol):
     """
 
     has_dev: bool
+    config: TrainConfig
+    """The run's config as the task uses it: its ``auto`` lengths are numbers (what ``config.yaml`` saves)."""
 
     def build_model(self) -> torch.nn.Module:
         """The model to train (same initialisation on every rank)."""
@@ -69,11 +71,14 @@ class QATask:
         dc = config.data
         if not dc.train_files():
             raise ValueError("data.train_file is required")
-        self.config, self.tok, self.cache, self.dist = config, tok, cache_dir, d
+        self.tok, self.cache, self.dist = tok, cache_dir, d
         train, self.train_counts = data.load_many(dc.train_files(), dc.mode)
         self.train = [ex for ex in train[: dc.max_train_examples] if ex.answers]
         if not self.train:
             raise ValueError(f"{', '.join(dc.train_files())}: no training example has an answer")
+        # The recipe's "auto" lengths become numbers here, once, from the training examples, before any
+        # window is cut (every rank computes the same numbers from the same data).
+        self.config, self.auto_resolved = resolve_auto(config, self.train, tok)
         self.dev, self.dev_windows, self.dev_refs = [], None, {}
         if dc.dev_file:
             self.dev = data.load(dc.dev_file, dc.mode).require_examples().examples[: dc.max_dev_examples]
