@@ -11,8 +11,8 @@ scheduler time slice. This bench measures that, like for like:
   readers of the demo's shape (random weights: time does not depend on them);
 * settings (each in a fresh worker process, since OpenMP reads its environment when torch loads),
   set as ``qa-scale answer``/``serve`` set them (``ReaderOptions.prepare_process`` before torch
-  loads): ``old`` — ``--cpu-wait default``, OpenMP's own spin-then-sleep waits, one thread per core,
-  32 windows per forward; ``new`` — ``--cpu-wait passive``, the default; and the variants in ``SETTINGS``;
+  loads): ``old`` — ``--cpu-wait default``, OpenMP's own long spin before sleeping, one thread per
+  core, 32 windows per forward; ``new`` — ``--cpu-wait short``, the default; and the variants in ``SETTINGS``;
 * machines: ``quiet`` (nothing else started by the bench) and ``busy`` (``--hogs`` processes, each a
   torch matrix-multiply loop with its default threads, started before and stopped after);
 * each (setting, machine) pair is timed ``--repeats`` times after one untimed warm-up call in the
@@ -40,9 +40,10 @@ from record import emit, header
 HERE = Path(__file__).resolve().parent
 SETTINGS = {  # name → ReaderOptions fields: how the serving process's CPU threads wait, how many, batch size
     "old": {"cpu_wait": "default", "threads": "auto", "batch_size": 32},  # the torch/OpenMP defaults
-    "new": {"cpu_wait": "passive", "threads": "auto", "batch_size": 32},  # qa-scale's default now
-    "new_1thread": {"cpu_wait": "passive", "threads": 1, "batch_size": 32},
-    "new_batch128": {"cpu_wait": "passive", "threads": "auto", "batch_size": 128},
+    "new": {"cpu_wait": "short", "threads": "auto", "batch_size": 32},  # qa-scale's default now
+    "passive": {"cpu_wait": "passive", "threads": "auto", "batch_size": 32},
+    "passive_1thread": {"cpu_wait": "passive", "threads": 1, "batch_size": 32},
+    "short_batch128": {"cpu_wait": "short", "threads": "auto", "batch_size": 128},
 }
 HOG = ("import torch, time\n"
        "a = torch.randn(256, 256)\n"
@@ -86,7 +87,7 @@ def worker(args) -> None:
 
 
 def run_setting(name: str, args, root: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--root", str(root), "--chars", str(args.chars),
            "--questions", str(args.questions), "--readers", str(args.readers), "--repeats", str(args.repeats),
            "--setting", json.dumps(SETTINGS[name])]
@@ -132,7 +133,7 @@ def main() -> int:
                     for name in args.settings:
                         got = run_setting(name, args, root)
                         runs[machine][name] += got["times"]
-                        ran.setdefault(name, {k: got["info"][k] for k in ("threads", "cpu_wait", "batch_size")})
+                        ran.setdefault(name, {k: got["info"][k] for k in ("threads", "omp", "batch_size")})
                         answers.setdefault(name, got["answers"])
                         if got["answers"] != answers.get("old", got["answers"]):
                             failures.append(f"{name} ({machine}): answers differ from old")

@@ -14,24 +14,27 @@ PROBE = ("import os, sys\n"
          "from qa_scale.runtime.cpu import prepare_cpu\n"
          "prepare_cpu(sys.argv[1], sys.argv[2])\n"
          "import torch\n"
-         "print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads())\n")
+         "print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads(), os.environ.get('GOMP_SPINCOUNT'))\n")
 
 
 def probe(wait: str, threads: str, **env: str) -> list[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", PROBE, wait, threads], capture_output=True, text=True, check=True,
                          env={**clean, **env}).stdout
     return out.split()
 
 
 def test_passive_waits_and_a_thread_count_reach_torch():
-    assert probe("passive", "1") == ["PASSIVE", "1"]
-    assert probe("default", "auto")[0] == "None"  # the OpenMP runtime's own policy, untouched
+    assert probe("passive", "1") == ["PASSIVE", "1", "None"]
+    assert probe("short", "1") == ["None", "1", "10000"]  # spin briefly, then sleep
+    assert probe("default", "auto")[::2] == ["None", "None"]  # the OpenMP runtime's own policy, untouched
     assert probe("passive", "auto")[1] == str(len(os.sched_getaffinity(0)))  # torch's choice: a thread per core
 
 
 def test_the_environment_wins():
     assert probe("passive", "auto", OMP_WAIT_POLICY="ACTIVE")[0] == "ACTIVE"
+    assert probe("short", "auto", GOMP_SPINCOUNT="5")[2] == "5"
+    assert probe("short", "auto", OMP_WAIT_POLICY="PASSIVE")[::2] == ["PASSIVE", "None"]
 
 
 def test_too_late_changes_nothing_and_a_bad_policy_is_refused(monkeypatch):

@@ -283,7 +283,9 @@ def test_the_command_sets_its_cpu_threads_before_torch_loads(work, tmp_path):
     ex = work["dev"][0]
     base = ["answer", work["models"][0], "--context", ex.context, "--question", ex.question, "--json", "--device", "cpu"]
     shown = json.loads(qa_scale([*base, "--threads", "1"], None, tmp_path).stdout)
-    assert (shown["threads"], shown["cpu_wait"]) == (1, "passive")
+    assert (shown["threads"], shown["omp"]["GOMP_SPINCOUNT"], shown["omp"]["OMP_WAIT_POLICY"]) == (1, "10000", None)
+    shown = json.loads(qa_scale([*base, "--cpu-wait", "passive"], None, tmp_path).stdout)
+    assert (shown["omp"]["OMP_WAIT_POLICY"], shown["omp"]["GOMP_SPINCOUNT"]) == ("PASSIVE", None)
     shown = json.loads(qa_scale([*base, "--cpu-wait", "default"], None, tmp_path).stdout)
-    assert shown["cpu_wait"] == "default" and shown["answers"][0]["answer"] == answer(
+    assert shown["omp"]["OMP_WAIT_POLICY"] is None and shown["answers"][0]["answer"] == answer(
         load_panel([work["models"][0]], ReaderOptions(device="cpu")), [Query(ex.context, ex.question)])[0]["answer"]

@@ -35,10 +35,11 @@ class ReaderOptions:
             "fits in memory, one process only", ge=1)
     threads: int | Literal["auto"] = option(
         "auto", "CPU threads of the forward pass (auto: torch's choice, one per core or a rank's share)", ge=1)
-    cpu_wait: Literal["passive", "default"] = option(
-        "passive", "how waiting CPU threads wait: passive (sleep at once: robust when other processes share the "
-                   "cores) or default (OpenMP's: spin, then sleep; the unchanged runtime). An OMP_WAIT_POLICY in "
-                   "the environment wins")
+    cpu_wait: Literal["short", "passive", "default"] = option(
+        "short", "how waiting CPU threads wait: short (spin briefly, then sleep: ~4x faster when other processes "
+                 "share the cores, 5-10%% slower on an idle machine), passive (sleep at once: a little faster still "
+                 "when shared, ~1.45x slower when idle) or default (OpenMP's long spin). OMP_WAIT_POLICY or "
+                 "GOMP_SPINCOUNT in the environment wins")
     windows: Mapping[str, Any] = field(default_factory=dict, metadata={
         "flag": False, "help": "WindowConfig fields over each model's training config"})
     decoding: Mapping[str, Any] = field(default_factory=dict, metadata={

@@ -67,12 +67,12 @@ class Panel:
 def _cpu(device: str) -> dict:
     """The CPU threads of the forward pass and how they wait (None on a GPU)."""
     if device != "cpu":
-        return {"threads": None, "cpu_wait": None}
-    import os
-
+        return {"threads": None, "omp": None}
     import torch
 
-    return {"threads": torch.get_num_threads(), "cpu_wait": os.environ.get("OMP_WAIT_POLICY", "default").lower()}
+    from ..runtime.cpu import omp_environment
+
+    return {"threads": torch.get_num_threads(), "omp": omp_environment()}
 
 
 def members_of(models: Sequence[str | os.PathLike], recipe: str | os.PathLike | None,
