@@ -228,6 +228,40 @@ def test_no_output_inside_a_dataset_folder(twins, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_a_folder_trains_predicts_and_scores_like_its_json_twin(twins, tmp_path):
+    """The same recipe on the JSON file and on its saved twin: the same training, model, store and scores."""
+    from cli_runs import qa_scale
+
+    from qa_scale.inference.logits_store import open_store
+
+    dev_json, folder, dd = twins
+    vocab = require_shared(SHARED_DATA / "bert-base-chinese-vocab.txt")
+    runs = {}
+    for name, train, dev in (("json", dev_json, dev_json), ("folder", folder, f"{dd}@validation")):
+        out = tmp_path / name
+        qa_scale(["train", f"model.tokenizer={vocab}", TINY, f"data.train_file={train}", f"data.dev_file={dev}",
+                  "data.max_train_examples=8", "data.max_dev_examples=16", "data.windows.max_seq_len=128",
+                  "data.windows.doc_overlap=32", "optim.max_steps=2", "optim.micro_batch_size=2",
+                  "optim.global_batch_size=2", "run.precision=fp32", "run.eval_every=2", f"run.output_dir={out}",
+                  "run.tensorboard=false"], None, tmp_path, timeout=300)
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        assert summary["finished"] and summary["train_files"][0]["path"] == str(train)
+        qa_scale(["predict", out / "model", dev, "--references", dev, "--out", out / "store", "--device", "cpu"],
+                 None, tmp_path, timeout=300)
+        runs[name] = (out, open_store(out / "store"))
+    (json_run, json_store), (folder_run, folder_store) = runs["json"], runs["folder"]
+    metrics = [json.loads(line) for line in (json_run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    twin = [json.loads(line) for line in (folder_run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    strip = lambda rows: [{k: v for k, v in r.items() if "second" not in k and "per_s" not in k and k != "time"}  # noqa: E731
+                          for r in rows]
+    assert strip(metrics) == strip(twin)  # the same losses and dev scores, step by step
+    assert json_store.fingerprint == folder_store.fingerprint
+    for a, b in zip(json_store.logits(), folder_store.logits()):
+        np.testing.assert_array_equal(a, b)
+    assert json_store.meta["metrics"] == folder_store.meta["metrics"]
+
+
+@pytest.mark.slow
 def test_train_reads_dataset_folders(twins, tmp_path):
     from cli_runs import qa_scale
 
