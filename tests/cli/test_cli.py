@@ -182,3 +182,28 @@ def test_an_error_echoing_a_lone_surrogate_is_printed_not_raised(monkeypatch, tm
     monkeypatch.setattr(COMMANDS["sample-data"], "handler", fails)
     assert main(["sample-data", "--out", str(tmp_path / "s")]) == 2
     assert "damaged: got '\\udc00x'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_overrides_after_an_option_are_still_overrides(command, monkeypatch, tmp_path, capsys):
+    """argparse leaves positionals after an option over; `train R --resume auto k=v` must still set k."""
+    from qa_scale.cli import training
+
+    seen = {}
+
+    def fake_train(args, extra, distill=False):
+        seen.update(overrides=list(args.overrides), resume=args.resume, stores=getattr(args, "stores", None))
+        return 0
+
+    monkeypatch.setattr(training, "_train", fake_train)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("{}")
+    store = tmp_path / "s"
+    store.mkdir()
+    extra = ["--store", str(store)] if command == "distill" else []
+    assert main([command, str(recipe), "a.b=1", "--resume", "auto", *extra, "c.d=2", "e=[1, 2]"]) == 0
+    assert seen["overrides"] == ["a.b=1", "c.d=2", "e=[1, 2]"] and seen["resume"] == "auto"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:  # anything that is not KEY=VALUE is still refused by argparse
+        main([command, str(recipe), "--resume", "auto", "stray"])
+    assert stop.value.code == 2 and "unrecognized arguments: stray" in capsys.readouterr().err

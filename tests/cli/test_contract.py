@@ -94,7 +94,9 @@ BASE: dict[str, list[list[str]]] = {
     "ensemble": [["ensemble", "{s1}", "{s2}", "--references", "{squad_dev}", "--out", "{@ensemble}", "--json"],
                  ["ensemble", "--recipe", "{ensemble_recipe.yaml}", "--no-nbest", "--out", "{@ensemble}"],
                  ["ensemble", "{s1}", "{s2}", "--search-weights", "--references", "{squad_dev}", "--out",
-                  "{@ensemble}", "--recipe-out", "{@searched.yaml}"]],
+                  "{@ensemble}", "--recipe-out", "{@searched.yaml}"],
+                 ["ensemble", "{s1}", "{s2}", "--select-members", "--select-steps", "3", "--references",
+                  "{squad_dev}", "--out", "{@ensemble}"]],
     "answer": [["answer", "{model}", "--device", "cpu", "--input", "{questions.jsonl}", "--output",
                 "{@answers.jsonl}", "--nbest"],
                ["answer", "{model}", "--device", "cpu", "--context-file", "{context.txt}", "--question", "首都是哪里？",
@@ -105,6 +107,9 @@ BASE: dict[str, list[list[str]]] = {
               ["serve", "--recipe", "{answer_recipe.yaml}", "--device", "cpu", "--port", "8765"]],
     "lora-params": [["lora-params", "--model", "{model}", "--json"]],
     "train": [["train", "{train_recipe.yaml}", "run.output_dir={@run}"]],
+    "distill": [["distill", "{train_recipe.yaml}", "run.output_dir={@run}", "--store", "{s1}", "--store", "{s2}"],
+                ["distill", "{train_recipe.yaml}", "run.output_dir={@run}", "--store", "{s1}", "--store", "{s2}",
+                 "--teacher", "{ensemble_recipe.yaml}"]],
     "backbone": [["backbone", "{corpus}", "--out", "{@backbone}", "--steps", "1", "--layers", "1",
                   "--hidden-size", "32", "--heads", "2"]],
     "demo": [["demo", "--out", "{@demo}"]],
@@ -119,6 +124,7 @@ class Started(BaseException):
 
 TRIPWIRES = {  # command → (module, attribute) replaced by a function raising Started
     "train": ("qa_scale.runtime.distributed", "init"),
+    "distill": ("qa_scale.runtime.distributed", "init"),
     "backbone": ("qa_scale.runtime.distributed", "init"),
     "demo": ("qa_scale.workflows.demo", "_data_stage"),
     "compare": ("qa_scale.workflows.compare", "run_pair"),  # not reached with --collect
@@ -295,7 +301,7 @@ def output_kind(case: Case, name: str) -> str:
     for dest, how in declared(case.command).items():
         if flag is not None and flag_of(case.command, dest) == flag and how != "input":
             return how.split(":")[0]
-    if case.command in ("train", "backbone", "demo", "compare"):
+    if case.command in ("train", "distill", "backbone", "demo", "compare"):
         return "workdir"
     return "file" if Path(name).suffix else "folder"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from qa_scale.data.batches import collate, global_batches, rank_micro_batches
 
@@ -36,3 +37,26 @@ def test_collate_pads_to_the_batch():
     assert batch["input_ids"][0].tolist() == [1, 2, 3, 0, 0, 0, 0, 0]
     assert batch["attention_mask"][1].tolist() == [1] * 5 + [0] * 3
     assert batch["start_positions"].tolist() == [0, 2]
+
+
+def test_a_row_view_batches_like_the_rows_it_stands_for(tmp_path):
+    from qa_scale.data.batches import RowSubset, collate
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 17, 40)
+    ids = np.lib.format.open_memmap(tmp_path / "ids.npy", mode="w+", dtype=np.int32, shape=(40, 16))
+    ids[:] = rng.integers(1, 100, (40, 16))
+    teacher = rng.normal(size=(40, 16)).astype(np.float32)
+    labels = rng.integers(0, 16, 40)
+    rows = np.array([3, 7, 8, 20, 39, 0])
+    subset = RowSubset(lengths, 0, rows)
+    arrays = {"input_ids": np.load(tmp_path / "ids.npy", mmap_mode="r"), "teacher_start": teacher,
+              "start_positions": labels}
+    materialised = {k: np.asarray(v)[rows] for k, v in arrays.items()}
+    idx = np.array([5, 1, 2])
+    got = collate(subset.view(arrays), subset.lengths, idx, pad_id=0)
+    want = collate(materialised, lengths[rows], idx, pad_id=0)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), k
+    assert got["teacher_start"].dtype == torch.float32 and got["input_ids"].dtype == torch.long

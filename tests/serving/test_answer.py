@@ -140,6 +140,15 @@ def test_readers_with_other_tokenizers_or_windows_are_refused(work, tmp_path, ca
     assert "model directory not found" in capsys.readouterr().err
 
 
+def test_a_recipe_member_without_its_model_is_named_by_the_recipe_and_key(work, tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"members:\n- {{name: a, weight: 1, model: {work['models'][0]}}}\n- {{name: b, weight: 1, model: nowhere/model}}\n",
+                      encoding="utf-8")
+    assert main(["answer", "--recipe", str(recipe), "--context", "北京是首都。", "--question", "首都？"]) == 2
+    err = capsys.readouterr().err
+    assert f"{recipe}: member 2 (b): model directory not found: nowhere/model" in err, err
+
+
 def test_questions_json_and_interactive_modes(work, capsys):
     panel = load_panel(work["models"][:2])
     ex = work["dev"][0]

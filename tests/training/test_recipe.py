@@ -181,7 +181,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from qa_scale.data import Answer, Example  # noqa: E402
 from qa_scale.data.windows import WindowConfig  # noqa: E402
-from qa_scale.training.recipe import (  # noqa: E402
+from qa_scale.training.auto_lengths import (  # noqa: E402
     AUTO_PERCENTILE,
     MIN_AUTO_ANSWER_LEN,
     MIN_AUTO_QUESTION_LEN,

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 ARGS = ["--train-paragraphs", "20", "--dev-paragraphs", "12", "--backbone-steps", "4", "--member-steps", "6",
         "--backbones", "1x32:0", "1x32:1", "--heads", "2", "--members", "A:full:1", "B:full:1", "B:lora:1",
-        "--batch-size", "8", "--json"]
+        "--batch-size", "8", "--student-steps", "6", "--json"]
 DETERMINISTIC = ("config", "dev_oracle", "backbones", "members", "ensemble", "uniform_ensemble",
                  "ensemble_vs_best_member", "baselines")
 
@@ -49,12 +49,14 @@ def test_demo_runs_every_stage_and_writes_a_complete_submission(tmp_path):
     assert rows[0] == ["ID", "Answer"] and {r[0] for r in rows[1:]} == set(truth)
     assert report["dev_oracle"]["em_any_reference"] == 100.0
     _no_unknown_question_characters(out)
+    _student_was_distilled_from_the_ensemble(out, report)
     # a second run reuses every finished stage
     again = json.loads(qa_scale(["demo", "--out", out, *ARGS], None, tmp_path).stdout)
     assert again["ensemble"] == report["ensemble"] and again["seconds"]["total"] < report["seconds"]["total"]
     # a fresh run with the same seed, elsewhere, gives the same report (deterministic vocabulary and runs)
     fresh = json.loads(qa_scale(["demo", "--out", tmp_path / "demo2", *ARGS], None, tmp_path).stdout)
     assert {k: fresh[k] for k in DETERMINISTIC} == {k: report[k] for k in DETERMINISTIC}
+    assert {**fresh["student"], "latency": None} == {**report["student"], "latency": None}  # all but timings
 
 
 def test_the_demo_never_writes_into_a_foreign_folder(tmp_path):
@@ -106,3 +108,26 @@ def _no_unknown_question_characters(out):
     unknown = {c for ex in dev for c in ex.question if c in seen and not c.isspace()
                and tok(c, add_special_tokens=False)["input_ids"] == [tok.unk_token_id]}
     assert not unknown, sorted(unknown)
+
+
+def _student_was_distilled_from_the_ensemble(out, report):
+    """The student: trained by `qa-scale distill` on 2 ranks from the weighted members' training-file
+    stores and the demo's recipe, scored like a member, timed against the ensemble through `answer`."""
+    student = report["student"]
+    summary = json.loads((out / "student" / "summary.json").read_text())
+    assert summary["finished"] and summary["world_size"] == 2 and summary["mode"] == "full"
+    weighted = [n for n, w in report["ensemble"]["weights"].items() if w > 0]
+    assert summary["distill"]["stores"] == [str(out / "members" / n / "train_store") for n in weighted]
+    assert summary["distill"]["teacher"] == str(out / "ensemble_recipe.yaml")
+    assert summary["distill"]["strategy"] == "answer_and_negative"
+    best = report["ensemble_vs_best_member"]["best_member"]
+    assert student["vs_best_member"]["best_member"] == best
+    assert student["vs_best_member"]["em_gain"] == pytest.approx(
+        student["holdout"]["em"] - report["members"][best]["holdout"]["em"], abs=1e-2)
+    assert student["vs_ensemble"]["em_gain"] == pytest.approx(
+        student["holdout"]["em"] - report["ensemble"]["holdout"]["em"], abs=1e-2)
+    assert student["teacher_stores"]["members"] == len(weighted) and student["teacher_stores"]["bytes"] > 0
+    latency = student["latency"]
+    assert latency["readers"] == {"ensemble": len(weighted), "student": 1} and latency["questions"] > 0
+    assert "test" in student and "hw7_accuracy" in student["test"]
+

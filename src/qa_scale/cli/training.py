@@ -117,17 +117,57 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                      "optim.lr=1e-4 run.output_dir=runs/x`. Under the launcher: `deepspeed --num_gpus 8 "
                      "$(which qa-scale) train RECIPE ...`.")
 def train(args: argparse.Namespace) -> int:
+    return _train(args, [])
+
+
+def _train(args: argparse.Namespace, extra: list[str], distill: bool = False) -> int:
+    """Load the recipe with its overrides (then ``extra``) and train; a ``distill:`` section distills."""
     from ..training.loop import run
     from ..training.recipe import load_recipe
+    from ..training.tasks import QATask
 
     recipe, overrides = args.recipe, list(args.overrides)
     if recipe is not None and not recipe.exists() and "=" in str(recipe):  # only overrides
         recipe, overrides = None, [str(args.recipe), *overrides]
     overrides += [f"run.resume={args.resume}"] if args.resume else []
-    summary = run(load_recipe(recipe, overrides))
+    config = load_recipe(recipe, overrides + extra)
+    make_task = QATask
+    if config.distill.stores:  # the teacher's stores and recipe are checked before any rank starts
+        from ..ensemble.distill import DistillTask, teacher_members
+
+        teacher_members(config.distill)
+        make_task = DistillTask
+    elif distill:
+        raise ValueError("qa-scale distill needs the teacher's stores of the training file: --store S1 --store S2 … "
+                         "(or distill.stores in the recipe)")
+    summary = run(config, make_task=make_task)
     if is_main_rank():
         print(json.dumps(summary, ensure_ascii=False))
     return 0
+
+
+def _distill_arguments(p: argparse.ArgumentParser) -> None:
+    _train_arguments(p)
+    input_arg(p, "--store", dest="stores", action="append",
+              help="a teacher member's logits store of the training file (`qa-scale predict MEMBER/model TRAIN_FILE "
+                   "--out S`); repeat it, one per member; same as distill.stores=[…]")
+    input_arg(p, "--teacher", help="ensemble recipe giving the members' weights and combination rule (matched to "
+                                   "the stores by model path); same as distill.teacher=")
+
+
+@command("distill", _distill_arguments,
+         help="train one reader on a teacher ensemble's span distributions (logits stores of the training file)",
+         description="Distillation through the training engine: `qa-scale distill RECIPE --store S1 --store S2 … [--teacher "
+                     "ENSEMBLE.yaml] distill.kl_weight=0.5 distill.temperature=2`. The stores must be predictions of "
+                     "the recipe's training file with its windows; the student trains like `train` (full or LoRA, "
+                     "ZeRO-2/3, resume) and exports a reader for `answer`/`serve`.")
+def distill(args: argparse.Namespace) -> int:
+    extra = []
+    if args.stores:
+        extra.append("distill.stores=" + json.dumps([str(s) for s in args.stores], ensure_ascii=False))
+    if args.teacher:
+        extra.append("distill.teacher=" + json.dumps(str(args.teacher), ensure_ascii=False))
+    return _train(args, extra, distill=True)
 
 
 def _backbone_arguments(p: argparse.ArgumentParser) -> None:

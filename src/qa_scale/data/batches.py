@@ -61,7 +61,9 @@ def collate(arrays: dict[str, np.ndarray], lengths: np.ndarray, idx: np.ndarray,
 
     Args:
         arrays: name → array; 2-D arrays ``[N, L]`` are cut to the batch width (``input_ids`` and
-            ``token_type_ids``), 1-D arrays (labels) are taken as they are.
+            ``token_type_ids``, a teacher's logits), 1-D arrays (labels) are taken as they are.
+            Integer arrays become ``long`` tensors, floating ones ``float32`` (a memory-mapped
+            array is read only at the batch's rows).
         lengths: real tokens per window (for the attention mask and the width).
         idx: the windows of the batch.
         pad_id: what padding positions of ``input_ids`` hold.
@@ -70,7 +72,8 @@ def collate(arrays: dict[str, np.ndarray], lengths: np.ndarray, idx: np.ndarray,
     batch = {}
     for name, array in arrays.items():
         part = array[idx, :width] if array.ndim == 2 else array[idx]
-        batch[name] = torch.as_tensor(np.ascontiguousarray(part), dtype=torch.long)
+        dtype = torch.float32 if np.issubdtype(part.dtype, np.floating) else torch.long
+        batch[name] = torch.as_tensor(np.ascontiguousarray(part), dtype=dtype)
     batch["attention_mask"] = (torch.arange(width)[None, :] < torch.as_tensor(lengths[idx])[:, None]).long()
     if "input_ids" in batch:
         batch["input_ids"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, pad_id)
@@ -87,3 +90,47 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device | str) -> dic
     if device.type != "cuda":
         return {k: v.to(device) for k, v in batch.items()}
     return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class RowView:
+    """Rows ``rows`` of ``base`` indexed like an array of their own: ``view[idx, :w]`` is ``base[rows[idx], :w]``.
+
+    Only the rows a batch asks for are read, so ``base`` may be a memory-mapped array larger than
+    memory (a distillation teacher's logits). numpy has no lazy row-selection view: fancy indexing
+    copies at once, which is what this avoids for the whole array.
+    """
+
+    def __init__(self, base: np.ndarray, rows: np.ndarray):
+        self.base, self.rows = base, np.asarray(rows)
+
+    @property
+    def ndim(self) -> int:
+        return self.base.ndim
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.base.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.base.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            return self.base[(self.rows[key[0]], *key[1:])]
+        return self.base[self.rows[key]]
+
+
+class RowSubset:
+    """Some rows of a window set, as the engine loop batches them (lengths and pad id) and where they are."""
+
+    def __init__(self, lengths: np.ndarray, pad_id: int, rows: np.ndarray):
+        self.rows = np.asarray(rows)
+        self.lengths, self.pad_id = np.asarray(lengths)[self.rows], pad_id
+
+    def view(self, arrays: dict[str, np.ndarray]) -> dict[str, RowView]:
+        """Each array restricted to these rows, read lazily."""
+        return {name: RowView(array, self.rows) for name, array in arrays.items()}

@@ -93,6 +93,9 @@ def load_tokenizer(spec: str | os.PathLike) -> PreTrainedTokenizerBase:
             if path.is_dir():
                 _check_tokenizer_dir(path)
             tok = AutoTokenizer.from_pretrained(str(spec), use_fast=True)
+        # Settings are read lazily: a damaged tokenizer_config.json (a model_max_length that is not a
+        # number, a special token that is not text) fails at the first encoding, so encode a pair here.
+        tok("a", "b", return_token_type_ids=True, return_offsets_mapping=getattr(tok, "is_fast", False))
     except (TokenizerError, InputError):
         raise
     except Exception as err:  # noqa: BLE001 - `tokenizers` raises bare Exceptions for damaged files

@@ -94,7 +94,8 @@ def load_windows(path: str | os.PathLike) -> WindowSet:
     except FileNotFoundError as err:
         raise InputError(f"{path / 'arrow'}: window data missing ({err.filename or err}); the window set is "
                          "damaged: make it again") from None
-    except (KeyError, TypeError, IndexError, ValueError, AttributeError, OSError, pa.ArrowException) as err:
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError, OSError, RecursionError,
+            pa.ArrowException) as err:
         raise InputError(f"{path}: damaged window set ({type(err).__name__}: {err}); make it again") from None
 
 

@@ -112,7 +112,7 @@ def _accumulate(acc: np.ndarray, tmp: np.ndarray, store: Store, name: str, weigh
 
 
 def mean_logits(stores: Sequence[Store], weights: Sequence[float] | None = None, rule: str = rules.DEFAULT,
-                chunk_rows: int = 256) -> tuple[np.ndarray, np.ndarray]:
+                chunk_rows: int = 256, out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Weighted mean start and end logits ``[W, L]`` float32, streamed member by member.
 
     Args:
@@ -120,6 +120,9 @@ def mean_logits(stores: Sequence[Store], weights: Sequence[float] | None = None,
         weights: one per store, normalised to sum to 1; default uniform.
         rule: the combination rule's name (``rules.RULES``): what of each member is averaged.
         chunk_rows: rows read at a time from a member (the only per-member memory).
+        out: two float32 ``[W, L]`` arrays to accumulate into (e.g. ``.npy`` files opened with
+            ``np.lib.format.open_memmap``, so that the mean of a large set never sits in memory
+            whole); default: new arrays.
 
     Returns:
         (start, end); padding positions stay −inf.
@@ -128,9 +131,14 @@ def mean_logits(stores: Sequence[Store], weights: Sequence[float] | None = None,
     combine = rules.get(rule)
     w = normalise(weights, len(stores))
     W, L = stores[0].shape
+    targets = out
+    if targets is not None and any(a.shape != (W, L) or a.dtype != np.float32 for a in targets):
+        raise ValueError(f"out must be two float32 arrays of shape {(W, L)}")
     out = []
-    for name in LOGITS:
-        acc = np.zeros((W, L), np.float32)
+    for n, name in enumerate(LOGITS):
+        acc = np.zeros((W, L), np.float32) if targets is None else targets[n]
+        if targets is not None:
+            acc[...] = 0
         tmp = np.empty((min(chunk_rows, W), L), np.float32)
         for k, (store, wk) in enumerate(zip(stores, w)):
             if wk > 0:  # 0 × −inf padding would be NaN; a zero weight means "not a member"

@@ -20,6 +20,7 @@ from .combine import EnsembleResult, ensemble, parse_weights
 from .errors import EnsembleError
 from .options import EnsembleOptions
 from .spec import EnsembleRecipe, Member, load_recipe, resolve, save_recipe
+from .selection import METHOD as SELECTION, SelectionResult, SelectionSettings, select_members
 from .weight_search import SearchSettings, member_names, search_weights
 
 MARKER = "ensemble.json"
@@ -63,8 +64,9 @@ def run_ensemble(stores: list[Path], out: Path, opts: EnsembleOptions, decoding:
     members, weights, rule = _members(stores, opts)
     config = DecodeConfig(**{**dataclasses.asdict(members[0].decode_config()), **(decoding or {})})
     refs = load_references(opts.references) if opts.references else None
-    if opts.search_weights and refs is None:
-        raise EnsembleError("--search-weights needs --references (dev data with answers)")
+    choosing = "--search-weights" if opts.search_weights else "--select-members" if opts.select_members else None
+    if choosing and refs is None:
+        raise EnsembleError(f"{choosing} needs --references (dev data with answers)")
     if refs is not None:  # before any work: references of another file, or without answers, score nothing
         metrics.check_scorable(members[0].windows.example_ids, refs,
                                predictions_from=", ".join(str(m.path) for m in members))
@@ -74,6 +76,10 @@ def run_ensemble(stores: list[Path], out: Path, opts: EnsembleOptions, decoding:
         found = search_weights(members, refs, SearchSettings(opts.holdout, opts.search_metric, rule, config,
                                                               str(opts.references)))
         weights = found.weights
+    elif opts.select_members:
+        found = select_members(members, refs, SelectionSettings(opts.holdout, opts.search_metric, rule, config,
+                                                                str(opts.references), opts.select_steps))
+        weights = found.counts  # normalised by ensemble() to found.weights, bit for bit
     result = ensemble(members, weights, rule, config, nbest=opts.nbest)
     ids, preds = result.example_ids, result.decoded.predictions
     summary.update({"stores": [str(s.path) for s in members], "weights": result.weights, "combine": rule,
@@ -89,8 +95,10 @@ def run_ensemble(stores: list[Path], out: Path, opts: EnsembleOptions, decoding:
         summary["em_gain_over_best_member"] = round(summary["metrics"]["em"] - best, 4)
     recipe_path = opts.recipe_out or out / "recipe.yaml"
     if found is not None:
-        summary["search"] = {"chosen": found.chosen, "reason": found.found_by["reason"], "recipe": str(recipe_path),
-                             "scores": found.scores}
+        summary["search"] = {"method": found.found_by["method"], "chosen": found.chosen,
+                             "reason": found.found_by["reason"], "recipe": str(recipe_path), "scores": found.scores}
+        if isinstance(found, SelectionResult):
+            summary["search"]["bag"] = found.found_by["selected_counts"]
     summary["files"] = _write(out, summary, result, names, found, recipe_path)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     write_json(out / MARKER, summary)  # the folder is in place; the summary gains its timing
@@ -123,11 +131,15 @@ def _write(out: Path, summary: dict, result: EnsembleResult, names: list[str], f
 
 
 def _save_searched(found, members: list[Store], names: list[str], path: Path, shown: Path) -> Path:
+    """Write the recipe of a weight search, or of a selection (its bag's counts as weights: the same mean)."""
+    selected = isinstance(found, SelectionResult)
+    weights = found.counts if selected else found.weights
     recipe_members = [Member(n, round(w, 6), relative(s.path), s.model_path and relative(s.model_path))
-                      for n, w, s in zip(names, found.weights, members)]
+                      for n, w, s in zip(names, weights, members)]
     rule = found.found_by["combine"]
     return save_recipe(EnsembleRecipe(recipe_members, rule, found.found_by, found.scores), path,
-                       comment=f"Ensemble recipe written by `qa-scale ensemble --search-weights` "
+                       comment=f"Ensemble recipe written by `qa-scale ensemble "
+                               f"{'--select-members' if selected else '--search-weights'}` "
                                f"(see ensemble/README.md).\nUse: qa-scale ensemble --recipe {shown} "
                                "[TEST_STORES...] --out DIR")
 
@@ -144,7 +156,10 @@ def summary_text(summary: dict) -> str:
     else:
         text.append("  weights: " + ", ".join(f"{m['name']} {m['weight']:.3f}" for m in summary["members"]))
     if "search" in summary:
-        text.append(f"weights {summary['search']['chosen']}: {summary['search']['reason']}; "
-                    f"recipe: {summary['search']['recipe']}")
+        found = summary["search"]
+        if found.get("method") == SELECTION:
+            bag = ", ".join(f"{name}×{count}" for name, count in found["bag"].items())
+            text.append(f"ensemble selection kept the bag {bag} (counts over {sum(found['bag'].values())} additions)")
+        text.append(f"weights {found['chosen']}: {found['reason']}; recipe: {found['recipe']}")
     text.append("wrote " + ", ".join(summary["files"].values()))
     return "\n".join(text)

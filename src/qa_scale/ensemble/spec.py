@@ -45,6 +45,7 @@ class EnsembleRecipe:
     combine: str = rules.DEFAULT
     found_by: dict = field(default_factory=dict)
     scores: dict = field(default_factory=dict)
+    source: str | None = None  # the file it was read from (named in errors about its members)
 
     @property
     def weights(self) -> list[float]:
@@ -106,7 +107,8 @@ def load_recipe(path: str | os.PathLike) -> EnsembleRecipe:
         members.append(Member(name, float(weight), m.get("store"), m.get("model")))
     if not any(m.weight > 0 for m in members):
         raise EnsembleError(f"{path}: all weights are 0")
-    return EnsembleRecipe(members, _combine(raw, path), raw.get("found_by") or {}, raw.get("scores") or {})
+    return EnsembleRecipe(members, _combine(raw, path), raw.get("found_by") or {}, raw.get("scores") or {},
+                          str(path))
 
 
 def save_recipe(recipe: EnsembleRecipe, path: str | os.PathLike, comment: str = "") -> Path:
@@ -137,7 +139,13 @@ def resolve(recipe: EnsembleRecipe, stores: Sequence[Store] | None = None) -> tu
         missing = [m.name for m in recipe.members if not m.store]
         if missing:
             raise EnsembleError(f"recipe members without a store: {', '.join(missing)}; pass the stores to average")
-        return [open_store(m.store) for m in recipe.members], recipe.weights
+        opened = []
+        for n, m in enumerate(recipe.members):
+            try:
+                opened.append(open_store(m.store))
+            except ValueError as err:  # StoreError, InputError: said as the recipe's member, where the path came from
+                raise EnsembleError(f"{recipe.source or 'recipe'}: member {n + 1} ({m.name}): store: {err}") from None
+        return opened, recipe.weights
     chosen: dict[int, Store] = {}
     for store in stores:
         hits = [i for i, m in enumerate(recipe.members)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..data.windows import WindowConfig
+from ..data.windows import Template, WindowConfig
 from ..evaluation.decode import DecodeConfig
 from .options import ReaderOptions
 
@@ -58,6 +58,7 @@ class ReaderSettings:
     decoding: DecodeConfig
     tokenizer: str  # the tokenizer spec to load
     adapter: bool = False
+    source: Path | None = None  # the training config the window and decode settings came from, if any
 
     @property
     def name(self) -> str:
@@ -106,7 +107,8 @@ def reader_settings(model_dir: str | os.PathLike, options: ReaderOptions = Reade
         if config is None or isinstance(err, InputError):
             raise
         raise ValueError(f"{err} (settings from the command line over {config})") from None
-    return ReaderSettings(path, windows, decoding, _tokenizer_spec(path, options.tokenizer, model), is_adapter(path))
+    return ReaderSettings(path, windows, decoding, _tokenizer_spec(path, options.tokenizer, model), is_adapter(path),
+                          config)
 
 
 def _tokenizer_spec(model_dir: Path, given: str | None, model_section: dict) -> str:
@@ -200,6 +202,11 @@ def load_reader(settings: ReaderSettings, device, compute: str = "fp32",
     from ..modeling.model import check_inputs, load_qa_model
 
     tok = tokenizer if tokenizer is not None else load_tokenizer(settings.tokenizer)
+    try:  # settings that make no window with this tokenizer's special tokens: said before any weight is read
+        settings.windows.check(Template.of(tok).n_special)
+    except ValueError as err:
+        where = f"the command line over {settings.source}" if settings.source else "the command line"
+        raise ValueError(f"{settings.path}: {err} (window settings from {where})") from None
     # Weights must cover the model: no new head when reading (a LoRA base gets its head from the adapter).
     model = _adapter_model(settings.path) if settings.adapter else load_qa_model(str(settings.path))
     check_inputs(model, tok, settings.windows)

@@ -85,7 +85,9 @@ def load_config(name_or_path: str):
 
         read_mapping(Path(name_or_path) / "config.json", "model config")
     try:
-        return AutoConfig.from_pretrained(name_or_path)
+        config = AutoConfig.from_pretrained(name_or_path)
+        _build_on_meta(config)
+        return config
     except Exception as err:  # noqa: BLE001 - transformers' own validators raise many types; the file is named
         if is_dir:
             raise ModelLoadError(f"cannot load a model config from directory {name_or_path!r}: {err}") from None
@@ -95,6 +97,16 @@ def load_config(name_or_path: str):
             "saved with save_pretrained, or pre-train an offline backbone with `qa-scale backbone` "
             "and pass its output directory."
         ) from None
+
+
+def _build_on_meta(config) -> None:
+    """Build the model of ``config`` as shapes only: a value of the wrong kind (a ``dtype`` that is a number,
+    a size that is text) fails here, where the folder is named, not deep inside a later load."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    with torch.device("meta"):
+        AutoModelForQuestionAnswering.from_config(config)
 
 
 def _check_weight_files(name_or_path: str) -> None:

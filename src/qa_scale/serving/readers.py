@@ -93,6 +93,9 @@ def members_of(models: Sequence[str | os.PathLike], recipe: str | os.PathLike | 
         missing = [m.name for m in kept if not m.model]
         if missing:
             raise ValueError(f"{recipe}: member(s) {', '.join(missing)} name no model directory")
+        for i, m in enumerate(spec.members):
+            if m.weight > 0 and not Path(m.model).is_dir():
+                raise ValueError(f"{recipe}: member {i + 1} ({m.name}): model directory not found: {m.model}")
         return [Path(m.model) for m in kept], [m.weight for m in kept], spec.combine
     if not models:
         raise ValueError("give one or more model directories (or adapter directories), or an ensemble recipe")

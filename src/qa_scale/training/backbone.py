@@ -75,6 +75,11 @@ class MLMTask:
     def arrays(blocks: Blocks) -> dict[str, np.ndarray]:
         return {"input_ids": blocks.input_ids, "token_type_ids": blocks.token_type_ids}
 
+    @staticmethod
+    def forward(engine, batch: dict):
+        """The masked-LM loss of the masked tokens (the model's own)."""
+        return engine(**batch)
+
     def prepare(self, batch: dict) -> dict:
         """Mask tokens of a CPU batch (the draws come from torch's CPU RNG, which checkpoints restore)."""
         ids = batch["input_ids"]

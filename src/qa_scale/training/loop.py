@@ -31,7 +31,8 @@ from ..runtime import distributed
 from . import checkpoint, ds_config
 from .flops import Throughput, flops_per_token_fn, mfu, peak_memory
 from .monitor import Monitor
-from .recipe import TrainConfig, dump_recipe, unresolved_auto
+from .auto_lengths import unresolved_auto
+from .recipe import TrainConfig, dump_recipe
 from .tasks import QATask, Task
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class Trainer:
         bad = torch.zeros((), device=self.d.device)
         for k, idx in enumerate(micro_batches):
             inputs = to_device(self.task.prepare(collate(arrays, rows.lengths, idx, rows.pad_id)), self.d.device)
-            outputs = engine(**inputs)
+            outputs = self.task.forward(engine, inputs)
             loss = outputs.loss if self.loss_hook is None else self.loss_hook(s.step + 1, outputs.loss)
             bad += ~torch.isfinite(loss.detach())
             engine.backward(loss)
@@ -288,6 +289,7 @@ class Trainer:
                    "skipped_steps": self.engine.skipped_steps, "windows_per_step": c.optim.global_batch_size,
                    "train_files": getattr(self.task, "train_counts", None),
                    "auto_resolved": self.auto_resolved,  # the recipe's "auto" lengths and how they were chosen
+                   **getattr(self.task, "facts", {}),  # what else the task says about itself (a teacher's stores)
                    **cost, "parameters": {"total": n_total, "trainable": n_trainable,
                                           "trainable_percent": round(100 * n_trainable / n_total, 4)}}
         distributed.barrier()
@@ -355,7 +357,7 @@ def seed_rank(seed: int, rank: int) -> None:
 def recipe_inputs(config: TrainConfig) -> list[Path]:
     """The local paths a recipe reads (data, model, tokenizer, DeepSpeed template); hub names are not paths."""
     named = [*config.data.train_files(), config.data.dev_file, config.model.name_or_path, config.model.tokenizer,
-             config.run.deepspeed]
+             config.run.deepspeed, *config.distill.stores, config.distill.teacher]
     return [Path(p) for p in named if p and Path(p).exists()]
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
-import numpy as np
 import yaml
 
 from ..common.inputs import InputError, read_mapping
@@ -27,21 +26,11 @@ from ..common.settings import (
     literals,
     option,
 )
-from ..data.windows import Template, WindowConfig
+from ..data.windows import WindowConfig
 from ..evaluation.decode import DecodeConfig
 from ..modeling.lora import LoraSection
+from .auto_lengths import AUTO_PERCENTILE, MIN_AUTO_ANSWER_LEN, MIN_AUTO_QUESTION_LEN
 
-if typing.TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
-
-    from ..data import Example
-
-# "auto" lengths (resolve_auto): the 99.9th percentile (nearest rank: an observed length) of the training
-# lengths in tokens. The 99th would give up 1 answer in 100 for good (CMRC 2018 dev: p99 50 tokens, p99.9 71,
-# max 85); the maximum would hand the limit to one outlier or annotation error. Never below a floor: for answers
-# the decoder's usual 30, so that a short-answered training set cannot make longer test answers unreachable; for
-# questions the window default 64 (a question takes only the tokens it has: a larger limit costs a window nothing).
-AUTO_PERCENTILE, MIN_AUTO_ANSWER_LEN, MIN_AUTO_QUESTION_LEN = 99.9, 30, 64
 
 
 @dataclass(frozen=True)
@@ -180,6 +169,36 @@ class RunSection:
 
 
 @dataclass
+class DistillSection:
+    """Distillation from a teacher ensemble's stores (`qa-scale distill`).
+
+    The teacher's span distributions over the training windows come from ``predict`` stores of the
+    training file, combined as ``qa-scale ensemble`` combines them (see ``ensemble/distill.py``).
+    """
+
+    stores: list[str] = field(default_factory=list, metadata={"help": (
+        "logits stores of the training file (`qa-scale predict MEMBER_MODEL TRAIN_FILE --out S`), one per teacher "
+        "member, predicted with this run's window settings; empty: no distillation")})
+    teacher: str | None = option(
+        None, "ensemble recipe (ensemble/*.yaml) whose weights and combination rule make the teacher; its members "
+              "are matched to the stores by model path. None: the uniform mean of the stores' raw logits")
+    kl_weight: float = option(
+        0.5, "loss = kl_weight × T² × KL(teacher ‖ student) + (1 − kl_weight) × gold span cross-entropy", ge=0, le=1)
+    temperature: float = option(2.0, "softmax temperature T of teacher and student in the KL term", gt=0)
+    strategy: Literal["all", "answer", "answer_and_negative"] = option(
+        "all", "the training windows the student learns on each epoch: every window (the teacher's view of windows "
+               "without the answer too); the windows holding the gold answer; or those and one random window without "
+               "it per question, drawn anew each epoch")
+
+    def __post_init__(self) -> None:
+        check_fields(self)  # types and ranges of every number, as declared above
+        if not isinstance(self.stores, list) or not all(isinstance(x, str) and x for x in self.stores):
+            raise FieldError(f"stores: must be a list of store folders, got {self.stores!r}")
+        if self.teacher is not None and not self.stores:
+            raise ValueError("distill.teacher needs distill.stores: the teacher's logits over the training windows")
+
+
+@dataclass
 class TrainConfig:
     """One training run, as a recipe gives it."""
 
@@ -190,6 +209,7 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     run: RunSection = field(default_factory=RunSection)
     decode: DecodeSection = field(default_factory=DecodeSection, metadata={"help": "how spans are chosen"})
+    distill: DistillSection = field(default_factory=DistillSection)
 
     def __post_init__(self) -> None:
         o = self.optim
@@ -202,6 +222,9 @@ class TrainConfig:
             raise ValueError("give model.name_or_path (hub name or directory) or model.tiny (a random small BERT)")
         if self.model.tiny is not None and not self.model.tokenizer:
             raise ValueError("model.tiny needs model.tokenizer (there is no checkpoint to take one from)")
+        if self.distill.stores and self.data.strategy != "all":
+            raise ValueError(f"distill.stores needs data.strategy: all (the teacher's stores hold every window of the "
+                             f"training file), got {self.data.strategy}")
         if self.data.windows.mark_matches and self.mode == "lora":
             raise ValueError("data.windows.mark_matches needs mode: full (LoRA freezes the token type embeddings, "
                              "so the match type would stay a copy of the context type)")
@@ -327,73 +350,3 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
 def dump_recipe(config: TrainConfig) -> str:
     """The resolved config as YAML (saved beside every checkpoint and logits store)."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
-
-
-# ---------------------------------------------------------------- "auto" lengths
-def unresolved_auto(config: TrainConfig) -> list[str]:
-    """The length keys that still say ``auto`` (none once :func:`resolve_auto` ran)."""
-    values = {"data.windows.max_question_len": config.data.windows.max_question_len,
-              "decode.max_answer_len": config.decode.max_answer_len}
-    return [key for key, value in values.items() if value == "auto"]
-
-
-def _choose(lengths: Sequence[int], floor: int, cap: int, **how: int) -> dict:
-    """The :data:`AUTO_PERCENTILE` percentile of ``lengths`` (nearest rank), at least ``floor``, at most ``cap``."""
-    from ..evaluation.oracle import covering_length, length_percentiles
-
-    percentile = covering_length(lengths, AUTO_PERCENTILE)
-    value = min(max(percentile, floor), cap)
-    covered = float(100.0 * np.mean(np.asarray(lengths) <= value)) if len(lengths) else 100.0
-    return {"value": value, "percentile": AUTO_PERCENTILE, "percentile_length": percentile, "floor": floor,
-            "cap": cap, **how, "covered_percent": covered,
-            "lengths": length_percentiles(lengths, (50, 90, 99, AUTO_PERCENTILE))}
-
-
-def auto_max_answer_len(answer_lengths: Sequence[int], windows: WindowConfig, n_special: int) -> dict:
-    """What ``decode.max_answer_len: auto`` becomes for these answer lengths (tokens), and how it was chosen:
-    at least :data:`MIN_AUTO_ANSWER_LEN`, at most the context tokens a window holds (no longer span decodes)."""
-    return _choose(answer_lengths, MIN_AUTO_ANSWER_LEN, windows.context_len(0, n_special))
-
-
-def auto_max_question_len(question_lengths: Sequence[int], windows: WindowConfig, n_special: int) -> dict:
-    """What ``data.windows.max_question_len: auto`` becomes for these question lengths (tokens), and how.
-
-    At least :data:`MIN_AUTO_QUESTION_LEN`, capped so that a window keeps room for context: half of
-    ``max_seq_len`` less the special tokens, and more than ``doc_overlap`` (at least ``doc_step``)
-    tokens, so that the windows stay valid.
-    """
-    room = windows.max_seq_len - n_special
-    min_context = max(-(-room // 2), (windows.doc_overlap or 0) + 1, windows.doc_step or 0)
-    return _choose(question_lengths, MIN_AUTO_QUESTION_LEN, max(room - min_context, 1), min_context=min_context)
-
-
-def resolve_auto(config: TrainConfig, train_examples: Sequence[Example],
-                 tokenizer: PreTrainedTokenizerBase) -> tuple[TrainConfig, dict]:
-    """The one place where the recipe's ``auto`` lengths become numbers (:func:`auto_max_question_len`,
-    :func:`auto_max_answer_len`), from the training examples in tokens of ``tokenizer``.
-
-    Training calls it once, before any window is cut; the same data and tokenizer give the same numbers
-    on every rank. Returns the config with numbers (as it is when nothing says ``auto``) and, for each
-    key that said ``auto``, how its value was chosen (the run summary reports it).
-    """
-    todo = unresolved_auto(config)
-    if not todo:
-        return config, {}
-    from ..evaluation.oracle import answer_token_lengths, question_token_lengths
-
-    n_special = Template.of(tokenizer).n_special
-    windows, decoding, resolved = config.data.windows, config.decode, {}
-    if "data.windows.max_question_len" in todo:
-        choice = auto_max_question_len(question_token_lengths(train_examples, tokenizer), windows, n_special)
-        windows = dataclasses.replace(windows, max_question_len=choice["value"])
-        resolved["data.windows.max_question_len"] = choice
-    if "decode.max_answer_len" in todo:
-        lengths = answer_token_lengths(train_examples, tokenizer)
-        if not len(lengths):
-            raise ValueError("decode.max_answer_len: auto needs training answers, and none is located in the "
-                             "context: give a number")
-        choice = auto_max_answer_len(lengths, windows, n_special)
-        decoding = dataclasses.replace(decoding, max_answer_len=choice["value"])
-        resolved["decode.max_answer_len"] = choice
-    out = dataclasses.replace(config, data=dataclasses.replace(config.data, windows=windows), decode=decoding)
-    return out, resolved

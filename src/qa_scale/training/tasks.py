@@ -20,7 +20,8 @@ from ..evaluation.decode import decode
 from ..evaluation.metrics import evaluate as score
 from ..inference.forward import predict_logits
 from ..runtime.distributed import Dist, broadcast_object, main_first
-from .recipe import TrainConfig, resolve_auto
+from .auto_lengths import resolve_auto
+from .recipe import TrainConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -55,6 +56,9 @@ class Task(Protocol):
     def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A collated CPU batch → the model's keyword arguments (still on the CPU)."""
 
+    def forward(self, engine, batch: dict[str, torch.Tensor]):
+        """The model's outputs on a prepared batch (on the device); ``outputs.loss`` is what is trained."""
+
     def correct(self, outputs, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(right predictions, predictions) of a micro-batch, as tensors on its device."""
 
@@ -71,6 +75,9 @@ class QATask:
         dc = config.data
         if not dc.train_files():
             raise ValueError("data.train_file is required")
+        if config.distill.stores and type(self) is QATask:  # never train silently without the teacher asked for
+            raise ValueError("distill.stores is set: train with the distillation task (`qa-scale distill`, or "
+                             "`qa-scale train`, which picks it), not the plain QA task")
         self.tok, self.cache, self.dist = tok, cache_dir, d
         train, self.train_counts = data.load_many(dc.train_files(), dc.mode)
         self.train = [ex for ex in train[: dc.max_train_examples] if ex.answers]
@@ -131,6 +138,11 @@ class QATask:
     @staticmethod
     def prepare(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return batch
+
+    @staticmethod
+    def forward(engine, batch: dict[str, torch.Tensor]):
+        """The span loss of the gold start and end (the model's own)."""
+        return engine(**batch)
 
     @staticmethod
     def correct(out, batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,7 +47,7 @@ def check_data(path: str | os.PathLike, tok: PreTrainedTokenizerBase, config: Wi
     from .. import data
     from ..data.windows import Template
     from ..evaluation.oracle import answer_token_lengths, oracle_fidelity, question_token_lengths
-    from ..training.recipe import auto_max_answer_len, auto_max_question_len
+    from ..training.auto_lengths import auto_max_answer_len, auto_max_question_len
 
     ds = data.load(path, mode=mode, fmt=fmt)
     report = ds.report.to_dict()

@@ -95,14 +95,16 @@ def _require(mapping: dict, path: Path, keys: tuple[tuple[str, ...], ...], posit
             raise CompareError(f"{path}: {'.'.join(key)} must be a number > 0, got {obj!r}")
 
 
-def _check_same_setup(configs: dict[str, dict]) -> None:
+def _check_same_setup(configs: dict[str, dict], dirs: dict) -> None:
     a, b = (configs[m] for m in MODES)
+    files = " vs ".join(f"{Path(dirs[m]) / 'config.yaml'}" for m in MODES)
     for section, key in SHARED:
         if a[section][key] != b[section][key]:
             raise CompareError(f"the runs differ in {section}.{key}: {a[section][key]!r} (full) vs "
-                               f"{b[section][key]!r} (lora); compare runs on the same backbone, data and seed")
+                               f"{b[section][key]!r} (lora) ({files}); compare runs on the same backbone, data "
+                               "and seed")
     if a["mode"] != "full" or b["mode"] != "lora":
-        raise CompareError(f"expected a full and a LoRA run, got modes {a['mode']!r} and {b['mode']!r}")
+        raise CompareError(f"expected a full and a LoRA run, got modes {a['mode']!r} and {b['mode']!r} ({files})")
 
 
 def bootstrap_ci(values: np.ndarray, other: np.ndarray | None = None, confidence: float = 0.95,
@@ -126,12 +128,13 @@ def collect(dirs: dict[str, Path], resamples: int = 2000, seed: int = 0,
     from ..evaluation import metrics
 
     loaded = {m: _load_run(Path(dirs[m])) for m in MODES}
-    _check_same_setup({m: loaded[m][1] for m in MODES})
+    _check_same_setup({m: loaded[m][1] for m in MODES}, dirs)
     dev_file = loaded["full"][1]["data"]["dev_file"]
     refs = data.load_references(dev_file, skip_bad=True)  # the runs read it leniently too
     ids = sorted(set(loaded["full"][2]) & set(loaded["lora"][2]))
     if not ids:
-        raise CompareError("the two runs have no dev question in common")
+        raise CompareError(f"the two runs have no dev question in common: {dirs['full']}/dev_predictions.json vs "
+                           f"{dirs['lora']}/dev_predictions.json")
     per = {}
     result: dict = {"dev_file": dev_file, "questions": len(ids), "confidence": 0.95, "bootstrap_resamples": resamples,
                     "runs": {}}

@@ -39,6 +39,7 @@ from ..runtime import processes
 from ..training import ds_config
 from .demo_config import BackboneSpec, DemoConfig, DemoFiles, MemberSpec
 from .demo_report import ensemble_report
+from .demo_student import answer_latency, student_report
 
 log = logging.getLogger(__name__)
 
@@ -135,20 +136,24 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None) -> dict:
     for spec in cfg.backbone_specs():
         backbones[spec.name] = _backbone_stage(cfg, out, files, data_key, spec, report)
         clock.lap(f"backbone_{spec.name}")
-    members = []
+    members, member_keys = [], []
     specs = cfg.member_specs()
     for i, member in enumerate(specs):
         run_dir, (backbone_run, backbone_key) = out / "members" / member.name, backbones[member.backbone]
-        log.info("5/8 reader %d/%d: %s fine-tuning from backbone %s, seed %s, %s windows", i + 1, len(specs),
+        log.info("5/10 reader %d/%d: %s fine-tuning from backbone %s, seed %s, %s windows", i + 1, len(specs),
                  member.mode, member.backbone, member.seed, member.strategy)
         overrides = _member_overrides(cfg, files, backbone_run / "model", member, run_dir)
-        _stage(run_dir, ["train", *overrides], cfg.ranks, out / "logs" / f"{member.name}.log", backbone_key)
+        member_keys.append(_stage(run_dir, ["train", *overrides], cfg.ranks, out / "logs" / f"{member.name}.log",
+                                  backbone_key))
         members.append((member.name, run_dir))
         clock.lap(f"train_{member.name}")
     stores = _store_stage(members, files)
     clock.lap("predict")
     report.update(ensemble_report(cfg, out, files, members, stores))
     clock.lap("ensemble_and_submit")
+    if cfg.student_steps:
+        report["student"] = _student_stage(cfg, out, files, backbones, members, member_keys, report)
+        clock.lap("student")
     report["files"] = {name: str(out / name) for name in
                        ("submission.csv", "test_predictions.json", "dev_predictions.json", "dev_errors.jsonl",
                         "ensemble_recipe.yaml")}
@@ -158,7 +163,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None) -> dict:
 
 
 def _data_stage(cfg: DemoConfig, out: Path) -> tuple[DemoFiles, str, dict]:
-    log.info("1/8 sample data → %s", out / "data")
+    log.info("1/10 sample data → %s", out / "data")
     sample = synthetic.SampleConfig(seed=cfg.seed, train_paragraphs=cfg.train_paragraphs,
                                     dev_paragraphs=cfg.dev_paragraphs, paragraph_chars=tuple(cfg.paragraph_chars))
     paths = synthetic.write_all(sample, out / "data")
@@ -168,7 +173,7 @@ def _data_stage(cfg: DemoConfig, out: Path) -> tuple[DemoFiles, str, dict]:
                       _subset(paths["squad_dev"], set(search), out / "data" / "squad_dev_search.json"),
                       paths["hw7_test"], paths["hw7_test_answers"], out / "tokenizer")
     data_key = json.dumps({"sample": asdict(sample), "vocab_size": cfg.vocab_size, "search": cfg.search_fraction})
-    log.info("2/8 character vocabulary and 3/8 oracle fidelity of the dev windows")
+    log.info("2/10 character vocabulary and 3/10 oracle fidelity of the dev windows")
     # Paragraphs and the training questions: question marks and question words (？ 哪 什么) are
     # characters of questions, rarely of paragraphs; dev and test questions are not looked at.
     questions = [ex.question for ex in data.load(files.squad_train, "strict").examples]
@@ -193,7 +198,7 @@ def _subset(squad_file: Path, ids: set[str], out: Path) -> Path:
 def _backbone_stage(cfg: DemoConfig, out: Path, files: DemoFiles, data_key: str, spec: BackboneSpec,
                     report: dict) -> tuple[Path, str]:
     run = out / f"backbone_{spec.name}"
-    log.info("4/8 masked-LM backbone %s (%d layers, hidden %d, seed %d, %d steps, %d ranks)", spec.name, spec.layers,
+    log.info("4/10 masked-LM backbone %s (%d layers, hidden %d, seed %d, %d steps, %d ranks)", spec.name, spec.layers,
              spec.hidden, spec.seed, cfg.backbone_steps, cfg.ranks)
     args = ["backbone", files.corpus, "--tokenizer", files.tokenizer, "--out", run,
             "--hidden-size", spec.hidden, "--layers", spec.layers, "--heads", cfg.heads, "--device", "cpu",
@@ -207,7 +212,7 @@ def _backbone_stage(cfg: DemoConfig, out: Path, files: DemoFiles, data_key: str,
 
 
 def _store_stage(members: list[tuple[str, Path]], demo_files: DemoFiles) -> dict[str, list]:
-    log.info("6/8 logits stores: every reader × dev and test")
+    log.info("6/10 logits stores: every reader × dev and test")
     files = {"dev": demo_files.squad_dev, "test": demo_files.hw7_test}
     stores: dict[str, list] = {"dev": [], "test": []}
     for _, run_dir in members:
@@ -217,3 +222,47 @@ def _store_stage(members: list[tuple[str, Path]], demo_files: DemoFiles) -> dict
                 predict(PredictOptions(run_dir / "model", files[split], store_dir, ReaderOptions(device="cpu", batch_size=64)))
             stores[split].append(open_store(store_dir))
     return stores
+
+
+def _student_stage(cfg: DemoConfig, out: Path, files: DemoFiles, backbones: dict, members: list[tuple[str, Path]],
+                   member_keys: list[str], report: dict) -> dict:
+    """A reader of the best member's backbone distilled from the ensemble (``qa-scale distill``), measured."""
+    weights = report["ensemble"]["weights"]
+    teachers = [(name, run) for name, run in members if weights[name] > 0]
+    log.info("9/10 the teachers' stores of the training file (%d members)", len(teachers))
+    train_stores = []
+    for name, run in teachers:
+        store = run / "train_store"  # inside the member's folder: gone with it when the member is trained anew
+        if not (store / "store.json").exists():  # in this process: small readers gain nothing from a launch
+            predict(PredictOptions(run / "model", files.squad_train, store, ReaderOptions(device="cpu", batch_size=64)))
+        train_stores.append(store)
+    best = report["ensemble_vs_best_member"]["best_member"]
+    spec = next(m for m in cfg.member_specs() if m.name == best)
+    backbone_run, backbone_key = backbones[spec.backbone]
+    run_dir = out / "student"
+    log.info("10/10 student: backbone %s (that of %s, best on search) distilled from the ensemble, %s windows",
+             spec.backbone, best, cfg.student_strategy)
+    student = MemberSpec("student", spec.backbone, "full", spec.seed, "all")
+    overrides = _member_overrides(cfg, files, backbone_run / "model", student, run_dir) + [
+        f"optim.max_steps={cfg.student_steps}", f"run.eval_every={max(1, cfg.student_steps // 4)}",
+        f"run.save_every={cfg.student_steps}", f"distill.strategy={cfg.student_strategy}",
+        f"distill.kl_weight={cfg.student_kl_weight}", f"distill.temperature={cfg.student_temperature}"]
+    args = ["distill", *overrides, "--teacher", out / "ensemble_recipe.yaml"]
+    for store in train_stores:
+        args += ["--store", store]
+    teacher_key = json.dumps({"backbone": backbone_key, "members": member_keys, "weights": weights,
+                              "combine": cfg.combine}, sort_keys=True)
+    _stage(run_dir, args, cfg.ranks, out / "logs" / "student.log", teacher_key)
+    stores = {}
+    for split, data_file in (("dev", files.squad_dev), ("test", files.hw7_test)):
+        store_dir = run_dir / f"{split}_store"
+        if not (store_dir / "store.json").exists():
+            predict(PredictOptions(run_dir / "model", data_file, store_dir, ReaderOptions(device="cpu", batch_size=64)))
+        stores[split] = open_store(store_dir)
+    result = student_report(cfg, out, files, stores, report)
+    opened = [open_store(p) for p in train_stores]  # what a teacher of the training file costs on disk
+    result["teacher_stores"] = {"members": len(opened), "windows": opened[0].shape[0],
+                                "bytes": sum(s.nbytes for s in opened)}
+    result["latency"] = answer_latency(cfg, out, files, run_dir / "model")
+    return result
+

@@ -84,6 +84,14 @@ class DemoConfig:
                 "far as the weight search gives it weight)"})
     combine: str = option("mean_log_softmax", "how the members' logits are averaged (a rule of "
                                               "qa_scale.ensemble.rules: mean_logits, mean_log_softmax)")
+    student_steps: int = option(2000, "optimizer steps of the student distilled from the ensemble (0: no student)",
+                                ge=0)
+    student_strategy: Literal["all", "answer", "answer_and_negative"] = option(
+        "answer_and_negative", "the student's training windows (distill.strategy): every window, those holding the "
+                               "answer, or those and one without it per question")
+    student_kl_weight: float = option(0.5, "weight of the KL to the ensemble in the student's loss (distill.kl_weight)",
+                                      ge=0, le=1)
+    student_temperature: float = option(2.0, "softmax temperature of the distillation (distill.temperature)", gt=0)
     search_fraction: float = option(0.5, "part of dev on which member weights (and the best member) are chosen; "
                                          "the rest measures the ensemble against that member", gt=0, lt=1)
 

@@ -46,7 +46,7 @@ def ensemble_report(cfg: DemoConfig, out: Path, files: DemoFiles, members: list[
     refs = data.load_references(files.squad_dev)
     search, held = split_ids(list(refs), 1 - cfg.search_fraction)
     parts = {"search": {i: refs[i] for i in search}, "holdout": {i: refs[i] for i in held}, "dev": refs}
-    log.info("7/8 ensemble: weights searched on %d dev questions, compared on the other %d", len(search), len(held))
+    log.info("7/10 ensemble: weights searched on %d dev questions, compared on the other %d", len(search), len(held))
     found = search_weights(stores["dev"], parts["search"], SearchSettings(
         holdout=0.3, metric="em", rule=cfg.combine, references_name=f"{files.squad_dev} (search part)"))
     names = [name for name, _ in members]
@@ -97,7 +97,7 @@ def _comparison(report: dict, per_q: dict, cfg: DemoConfig) -> dict:
 def _test(out: Path, files: DemoFiles, members: list, test_stores: list, weights: list[float], rule: str,
           report: dict) -> dict:
     """The HW7 test split: every member's and the ensemble's accuracy, and the submission files."""
-    log.info("8/8 submissions")
+    log.info("8/10 submissions")
     truth = read_json(files.hw7_test_answers)
     refs = {k: [v] for k, v in truth.items()}
     for (name, _), store in zip(members, test_stores):
@@ -116,6 +116,7 @@ def report_text(report: dict, out: Path) -> str:
              "trivial baselines (dev EM): " + ", ".join(f"{k} {v['em']:.2f}" for k, v in report["baselines"].items()),
              f"{'':>12}  search EM | held-out EM    F1 | test HW7 acc"]
     rows = [*report["members"].items(), ("ensemble", ens), ("uniform", {**report["uniform_ensemble"], "test": None})]
+    rows += [("student", report["student"])] if report.get("student") else []
     for name, m in rows:
         test = f"{m['test']['hw7_accuracy']:.4f}" if m.get("test") else "     -"
         lines.append(f"{name:>12}: {m['search']['em']:9.2f} | {m['holdout']['em']:11.2f} {m['holdout']['f1']:6.2f} "
@@ -125,6 +126,21 @@ def report_text(report: dict, out: Path) -> str:
               f"ensemble vs best member on search ({gain['best_member']}), on {gain['questions']} held-out "
               f"questions: EM {gain['holdout_em_gain']:+.2f} [95% CI {lo:+.2f}, {hi:+.2f}], "
               f"F1 {gain['holdout_f1_gain']:+.2f}",
+              *_student_lines(report.get("student")),
               f"submission: {report['files']['submission.csv']}\nreport: {Path(out) / 'report.json'} "
               f"({report['seconds']['total']} s)"]
     return "\n".join(lines)
+
+
+def _student_lines(student: dict | None) -> list[str]:
+    if not student:
+        return []
+    m, e, lat = student["vs_best_member"], student["vs_ensemble"], student["latency"]
+    kept = "n/a (the ensemble gains nothing over it)" if student["gain_kept"] is None else f"{student['gain_kept']:.0%}"
+    return [f"student vs {m['best_member']}: EM {m['em_gain']:+.2f} [95% CI {m['em_gain_ci95'][0]:+.2f}, "
+            f"{m['em_gain_ci95'][1]:+.2f}]; vs the ensemble: EM {e['em_gain']:+.2f} [{e['em_gain_ci95'][0]:+.2f}, "
+            f"{e['em_gain_ci95'][1]:+.2f}]; ensemble gain kept: {kept}",
+            f"answer time per question: ensemble ({lat['readers']['ensemble']} readers) "
+            f"{lat['seconds_per_question']['ensemble'] * 1000:.1f} ms, student "
+            f"{lat['seconds_per_question']['student'] * 1000:.1f} ms ({lat['ensemble_over_student']:.2f}x)"]
+
