@@ -87,6 +87,7 @@ def reference(workdir):
 
 
 SHM_LEFT = {}
+SMALL_BATCH_WARNINGS = {}
 
 
 def shm_buffers() -> set:
@@ -96,8 +97,9 @@ def shm_buffers() -> set:
 @pytest.fixture(scope="module")
 def zero2(workdir):
     before = shm_buffers()
-    train(workdir, "zero2", 2)
+    proc = train(workdir, "zero2", 2)
     SHM_LEFT["zero2"] = shm_buffers() - before
+    SMALL_BATCH_WARNINGS["zero2"] = (proc.stdout + proc.stderr).count("too little compute to hide")
     return losses(workdir, "zero2")
 
 
@@ -114,6 +116,10 @@ def test_two_ranks_match_one_process(reference, zero2, zero3):
     assert ref[-1] < ref[0]  # it learns
     for run in (zero2, zero3):
         np.testing.assert_allclose([run[s] for s in range(1, 21)], ref, rtol=LOSS_RTOL)
+
+
+def test_the_small_micro_batch_warning_is_printed_once_not_once_per_rank(zero2):
+    assert SMALL_BATCH_WARNINGS["zero2"] == 1  # 2 ranks × micro-batch 2: warned by rank 0 alone
 
 
 def test_cpu_ranks_leave_no_shared_memory_buffers_behind(zero2):

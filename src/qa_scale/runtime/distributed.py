@@ -132,11 +132,13 @@ def _shm_buffer() -> Path:
 
 
 def share_cpu_threads() -> int:
-    """Give each CPU rank its share of the cores, unless OMP_NUM_THREADS says otherwise.
+    """Give each rank its share of the node's cores, unless OMP_NUM_THREADS says otherwise.
 
     The deepspeed launcher starts every rank with PyTorch's default of one thread per core, so
     two CPU ranks on two cores run four busy threads and each step takes about twice as long
-    as it would with one thread per rank.
+    as it would with one thread per rank; on a GPU node, 8 ranks would each run host work
+    (collation, tokenization, decoding) on every core. ``LOCAL_WORLD_SIZE`` counts the ranks of
+    this node, so each node divides its own cores.
     """
     if "OMP_NUM_THREADS" not in os.environ:
         ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", 1)))
@@ -188,11 +190,10 @@ def init(device: Device = "auto", timeout_minutes: float = DEFAULT_TIMEOUT_MINUT
     else:
         with _logs_to_stderr():
             deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
-    if kind == "cpu":
-        if not alone:
-            dist.barrier()  # every rank has mapped every buffer: the names can go, the memory stays
-            _shm_buffer().unlink(missing_ok=True)  # output-layer: DeepSpeed's shared-memory buffer, not an output
-        share_cpu_threads()
+    if kind == "cpu" and not alone:
+        dist.barrier()  # every rank has mapped every buffer: the names can go, the memory stays
+        _shm_buffer().unlink(missing_ok=True)  # output-layer: DeepSpeed's shared-memory buffer, not an output
+    share_cpu_threads()  # GPU ranks too: 8 ranks of a 96-core node each get 12 threads for their host work
     return current()
 
 

@@ -10,15 +10,12 @@ overridden: one source of truth per setting.
 from __future__ import annotations
 
 import copy
-import logging
 import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .recipe import TrainConfig
-
-log = logging.getLogger(__name__)
 
 
 class DSConfigError(ValueError):
@@ -150,8 +147,6 @@ def resolve(template: dict | str | Path, config: TrainConfig, world_size: int,
         trainable_params: the number of parameters with gradients, for the same (a 330M-parameter
             encoder wants buckets far larger than hidden², which is 1M elements at hidden 1024).
 
-    Logs :func:`small_batch_warning` when several ranks each get under 8 windows a micro-step.
-
     Raises:
         DSConfigError: an explicit value disagrees with the recipe, a precision block is missing,
             the template brings its own optimizer or scheduler, or an ``"auto"`` has no rule.
@@ -164,9 +159,6 @@ def resolve(template: dict | str | Path, config: TrainConfig, world_size: int,
             raise DSConfigError(f"the DeepSpeed config has a {block!r} block: qa-scale builds AdamW and the "
                                 "schedule from the recipe (optim.*); remove the block")
     micro, accumulation, total = batch_plan(config, world_size)
-    warning = small_batch_warning(config, world_size)
-    if warning:
-        log.warning(warning)
     _fill(ds, "train_micro_batch_size_per_gpu", micro, "")
     _fill(ds, "gradient_accumulation_steps", accumulation, "")
     _fill(ds, "train_batch_size", total, "")

@@ -156,6 +156,9 @@ class Trainer:
             write_json(self.out / "ds_config.json", self.ds)
             log.info("%d ranks × %d windows × %d accumulation = %d windows per step; %d steps (%d per epoch)",
                      self.d.world_size, self.micro, self.accumulation, self.global_batch, self.total, self.per_epoch)
+            warning = ds_config.small_batch_warning(self.config, self.d.world_size)  # once, not once per rank
+            if warning:
+                log.warning(warning)
         distributed.barrier()
 
     # ------------------------------------------------------------------ fit

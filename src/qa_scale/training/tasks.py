@@ -97,6 +97,7 @@ class QATask:
                                  "give a dev file with answers, or none")
             self.dev_windows = self._cached(self.dev, labels=False)
         self._all: WindowSet | None = None
+        self._epoch: tuple[int, WindowSet] | None = None  # the last epoch's windows (random strategies)
 
     def _cached(self, examples, labels: bool | None = None) -> WindowSet:
         # Rank 0 builds and saves the cache entry; the others then read it instead of racing it.
@@ -125,7 +126,10 @@ class QATask:
     def windows(self, epoch: int) -> WindowSet:
         dc = self.config.data
         if dc.strategy != "all":  # a fresh placement every epoch, the same on every rank
-            return build_windows(self.train, self.tok, dc.windows, dc.strategy, self.config.run.seed + epoch)
+            if self._epoch is None or self._epoch[0] != epoch:  # setup and the first epoch share one cut
+                self._epoch = (epoch, build_windows(self.train, self.tok, dc.windows, dc.strategy,
+                                                    self.config.run.seed + epoch))
+            return self._epoch[1]
         if self._all is None:
             self._all = self._cached(self.train)
         return self._all
@@ -148,7 +152,8 @@ class QATask:
     def correct(out, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(spans with start and end both right, spans)."""
         ok = (out.start_logits.argmax(-1) == batch["start_positions"]) & (out.end_logits.argmax(-1) == batch["end_positions"])
-        return ok.sum(), torch.tensor(len(ok), device=ok.device)
+        # new_full launches a fill on the device; torch.tensor(n, device=…) would copy from the host and wait
+        return ok.sum(), ok.new_full((), ok.numel(), dtype=torch.long)
 
     def evaluate(self, engine, d: Dist) -> tuple[dict, dict | None]:
         """Dev EM/F1 with the shared decoder (every rank forwards, rank 0 decodes and scores)."""
