@@ -207,3 +207,12 @@ def test_overrides_after_an_option_are_still_overrides(command, monkeypatch, tmp
     with pytest.raises(SystemExit) as stop:  # anything that is not KEY=VALUE is still refused by argparse
         main([command, str(recipe), "--resume", "auto", "stray"])
     assert stop.value.code == 2 and "unrecognized arguments: stray" in capsys.readouterr().err
+
+
+def test_a_refused_output_names_the_recipe_key_that_made_it_an_input(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {{tiny: {{}}, tokenizer: {tmp_path}}}\ndata: {{train_file: {recipe}, dev_file: {tmp_path}}}\n")
+    assert main(["train", str(recipe), f"run.output_dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"lies inside {tmp_path} (model.tokenizer of {recipe})" in err or \
+        f"lies inside {tmp_path} (data.dev_file of {recipe})" in err, err

@@ -122,7 +122,8 @@ def train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, extra: list[str], distill: bool = False) -> int:
     """Load the recipe with its overrides (then ``extra``) and train; a ``distill:`` section distills."""
-    from ..training.loop import run
+    from ..common.outputs import note_input
+    from ..training.loop import recipe_input_keys, run
     from ..training.recipe import load_recipe
     from ..training.tasks import QATask
 
@@ -131,6 +132,8 @@ def _train(args: argparse.Namespace, extra: list[str], distill: bool = False) ->
         recipe, overrides = None, [str(args.recipe), *overrides]
     overrides += [f"run.resume={args.resume}"] if args.resume else []
     config = load_recipe(recipe, overrides + extra)
+    for key, path in recipe_input_keys(config):  # noted with where they were given, for any refusal's message
+        note_input(path, via=f"{key} of {recipe}" if recipe is not None else key)
     make_task = QATask
     if config.distill.stores:  # the teacher's stores and recipe are checked before any rank starts
         from ..ensemble.distill import DistillTask, teacher_members

@@ -52,11 +52,15 @@ def current() -> Transaction | None:
     return _current.get()
 
 
-def note_input(path: str | os.PathLike) -> None:
-    """Record that the running command reads ``path`` (no-op outside a command)."""
+def note_input(path: str | os.PathLike, via: str | None = None) -> None:
+    """Record that the running command reads ``path`` (no-op outside a command).
+
+    ``via`` says where the path was given when that is not the command line, e.g.
+    ``"data.dev_file in recipe.yaml"``: a refusal that names the input names it too.
+    """
     tx = current()
     if tx is not None:
-        tx.add_input(path)
+        tx.add_input(path, via)
 
 
 def _resolve(path: str | os.PathLike) -> Path:
@@ -122,19 +126,23 @@ class Transaction:
     inputs: list[Path] = field(default_factory=list)
     outputs: list[_Output] = field(default_factory=list)
     made_dirs: list[Path] = field(default_factory=list)
+    via: dict[Path, str] = field(default_factory=dict)  # input → where it was given (a recipe key), if not argv
 
     # ------------------------------------------------------------ declaring
 
-    def add_input(self, path: str | os.PathLike) -> None:
-        """Note an input; an output already declared that clashes with it is refused."""
+    def add_input(self, path: str | os.PathLike, via: str | None = None) -> None:
+        """Note an input (``via``: where it was given); an output already declared that clashes with it is refused."""
         real = _resolve(path)
         if real in self.inputs:
             return
+        if via:
+            self.via[real] = via
         for out in self.outputs:
             self._check(out, real, Path(path))
         self.inputs.append(real)
 
-    def _check(self, out: _Output, inp: Path, named: Path) -> None:
+    def _check(self, out: _Output, inp: Path, path: Path) -> None:
+        named = f"{path} ({self.via[inp]})" if inp in self.via else str(path)
         same = out.real == inp or (inp.exists() and out.real.exists() and os.path.samefile(inp, out.real))
         if same:
             raise OutputError(f"{out.final} is also an input of this command ({named}); choose another output path")

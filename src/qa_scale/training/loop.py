@@ -357,11 +357,19 @@ def seed_rank(seed: int, rank: int) -> None:
     torch.manual_seed(seed + RANK_SEED_STRIDE * rank)
 
 
+def recipe_input_keys(config: TrainConfig) -> list[tuple[str, Path]]:
+    """(key, path) of every local path a recipe reads (data, model, tokenizer, DeepSpeed template, a teacher's
+    stores and recipe); hub names are not paths."""
+    named = [*(("data.train_file", f) for f in config.data.train_files()), ("data.dev_file", config.data.dev_file),
+             ("model.name_or_path", config.model.name_or_path), ("model.tokenizer", config.model.tokenizer),
+             ("run.deepspeed", config.run.deepspeed), *(("distill.stores", s) for s in config.distill.stores),
+             ("distill.teacher", config.distill.teacher)]
+    return [(key, Path(p)) for key, p in named if p and Path(p).exists()]
+
+
 def recipe_inputs(config: TrainConfig) -> list[Path]:
-    """The local paths a recipe reads (data, model, tokenizer, DeepSpeed template); hub names are not paths."""
-    named = [*config.data.train_files(), config.data.dev_file, config.model.name_or_path, config.model.tokenizer,
-             config.run.deepspeed, *config.distill.stores, config.distill.teacher]
-    return [Path(p) for p in named if p and Path(p).exists()]
+    """The local paths a recipe reads (see :func:`recipe_input_keys`)."""
+    return [path for _, path in recipe_input_keys(config)]
 
 
 def truncate_log(out: Path, step: int) -> None:
