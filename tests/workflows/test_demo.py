@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from cli_runs import qa_scale
@@ -12,6 +16,7 @@ from cli_runs import qa_scale
 from qa_scale.common.outputs import MARKER
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 ARGS = ["--train-paragraphs", "20", "--dev-paragraphs", "12", "--backbone-steps", "4", "--member-steps", "6",
@@ -129,5 +134,13 @@ def _student_was_distilled_from_the_ensemble(out, report):
     assert student["teacher_stores"]["members"] == len(weighted) and student["teacher_stores"]["bytes"] > 0
     latency = student["latency"]
     assert latency["readers"] == {"ensemble": len(weighted), "student": 1} and latency["questions"] > 0
+    assert set(latency["seconds_per_question_in_one_call"]) == {"ensemble", "student"}
+    # the bench measures the same on a finished demo folder (bench/student_latency.py)
+    bench = subprocess.run([sys.executable, str(ROOT / "bench" / "student_latency.py"), str(out)],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                           timeout=300)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    measured = json.loads(bench.stdout)
+    assert measured["readers"] == latency["readers"] and measured["questions"] == latency["questions"]
     assert "test" in student and "hw7_accuracy" in student["test"]
 

@@ -142,5 +142,6 @@ def _student_lines(student: dict | None) -> list[str]:
             f"{e['em_gain_ci95'][1]:+.2f}]; ensemble gain kept: {kept}",
             f"answer time per question: ensemble ({lat['readers']['ensemble']} readers) "
             f"{lat['seconds_per_question']['ensemble'] * 1000:.1f} ms, student "
-            f"{lat['seconds_per_question']['student'] * 1000:.1f} ms ({lat['ensemble_over_student']:.2f}x)"]
+            f"{lat['seconds_per_question']['student'] * 1000:.1f} ms ({lat['ensemble_over_student']:.2f}x); "
+            f"{lat['questions']} in one call: {lat['ensemble_over_student_in_one_call']:.2f}x"]
 
