@@ -112,10 +112,12 @@ def strict_parser():
 
 @pytest.mark.parametrize("number,line,argv", COMMANDS, ids=[f"README.md:{n}" for n, _, _ in COMMANDS])
 def test_readme_command_parses(number, line, argv):
+    from qa_scale.cli.app import parse_arguments
+
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            strict_parser().parse_args(argv)
+            parse_arguments(strict_parser(), argv)  # as `qa-scale` parses (overrides may follow options)
     except SystemExit as exit_:
         assert exit_.code in (0, None), f"README.md:{number}: `{line}` does not parse:\n{err.getvalue()}"
 

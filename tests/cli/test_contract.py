@@ -57,6 +57,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from qa_scale.cli import COMMANDS, build_parser, main
+from qa_scale.cli.app import parse_arguments
 from reader_runs import store_world
 
 WINDOWS = ["--max-seq-len", "64", "--max-question-len", "16", "--doc-overlap", "16"]
@@ -283,7 +284,7 @@ def output_flags(case: Case) -> dict[str, str]:
 def flags_of(case: Case, paths: dict[str, Path]) -> dict[str, str]:
     """Name → the flag (``--out``, a positional's name, or ``key`` of ``key=PATH``) that gives its path."""
     spec = subparser(case.command)
-    ns = spec.parse_args(case.argv[1:])
+    ns = parse_arguments(spec, case.argv[1:])  # as `qa-scale` parses: overrides may follow options
     found = {}
     for name, path in paths.items():
         for dest, value in vars(ns).items():

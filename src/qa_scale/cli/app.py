@@ -37,17 +37,25 @@ def _error(text: str) -> None:
     print(text.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one command in a transaction (see ``common.outputs``); bad input or output paths exit 2."""
-    parser = build_parser()
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that recipe overrides may also follow options.
+
+    argparse takes a command's positionals in one run: ``train R --resume auto k=v`` leaves ``k=v``
+    over. For a command with ``overrides``, ``KEY=VALUE`` words left over are overrides too; anything
+    else is refused as ``parse_args`` refuses it (exit 2, naming the arguments).
+    """
     args, extra = parser.parse_known_args(argv)
-    # argparse takes a command's positionals in one run: `train R --resume auto k=v` leaves `k=v` over.
-    # Recipe overrides after an option are still overrides; anything else is an error, as parse_args says.
     if extra and isinstance(getattr(args, "overrides", None), list) and \
             all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra
     elif extra:
         parser.parse_args(argv)  # exits 2 naming the unrecognised arguments
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command in a transaction (see ``common.outputs``); bad input or output paths exit 2."""
+    args = parse_arguments(build_parser(), argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
