@@ -157,7 +157,21 @@ def test_max_seq_len_beyond_the_position_embeddings_is_refused(work, tmp_path, c
         in capsys.readouterr().err
     with pytest.raises(ModelLoadError, match="max_seq_len 128 is longer"):
         load_panel([model_dir], ReaderOptions(device="cpu", windows={"max_seq_len": 128, "max_question_len": 24}))
-    load_panel([model_dir], ReaderOptions(device="cpu", windows={"max_seq_len": 64, "max_question_len": 24}))  # fits: loads
+    load_panel([model_dir], ReaderOptions(device="cpu", windows={"max_seq_len": 64, "max_question_len": 24,
+                                                                "doc_overlap": 16}))  # fits: loads
+
+
+def test_window_settings_that_make_no_window_name_the_config_they_came_from(work, tmp_path, no_group_variables):
+    from qa_scale.inference.options import ReaderOptions
+    from qa_scale.serving.readers import load_panel
+
+    model_dir = tmp_path / "run" / "model"
+    load_qa_model(None, tiny=TINY, vocab_size=work["vocab"]).save_pretrained(model_dir)
+    work["tok"].save_pretrained(model_dir)
+    config = tmp_path / "run" / "config.yaml"  # a training config whose question takes the whole window
+    config.write_text("data:\n  windows: {max_seq_len: 64, max_question_len: 64, doc_overlap: 16}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"window settings from the command line over {config}"):
+        load_panel([model_dir], ReaderOptions(device="cpu"))
 
 
 # ---------------------------------------------------------------- 2. ensemble weights

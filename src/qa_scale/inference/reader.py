@@ -202,14 +202,14 @@ def load_reader(settings: ReaderSettings, device, compute: str = "fp32",
     from ..modeling.model import check_inputs, load_qa_model
 
     tok = tokenizer if tokenizer is not None else load_tokenizer(settings.tokenizer)
-    try:  # settings that make no window with this tokenizer's special tokens: said before any weight is read
+    # Weights must cover the model: no new head when reading (a LoRA base gets its head from the adapter).
+    model = _adapter_model(settings.path) if settings.adapter else load_qa_model(str(settings.path))
+    check_inputs(model, tok, settings.windows)
+    try:  # settings that make no window with this tokenizer's special tokens: said before any forward pass
         settings.windows.check(Template.of(tok).n_special)
     except ValueError as err:
         where = f"the command line over {settings.source}" if settings.source else "the command line"
         raise ValueError(f"{settings.path}: {err} (window settings from {where})") from None
-    # Weights must cover the model: no new head when reading (a LoRA base gets its head from the adapter).
-    model = _adapter_model(settings.path) if settings.adapter else load_qa_model(str(settings.path))
-    check_inputs(model, tok, settings.windows)
     model = model.to(device=device, dtype=torch_dtype(compute)).eval()
     log.info("loaded %s (%s) on %s in %s", settings.name, settings.path, device, compute)
     return Reader(settings, model, tok, compute)

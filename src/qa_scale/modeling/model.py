@@ -101,10 +101,18 @@ def load_config(name_or_path: str):
 
 def _build_on_meta(config) -> None:
     """Build the model of ``config`` as shapes only: a value of the wrong kind (a ``dtype`` that is a number,
-    a size that is text) fails here, where the folder is named, not deep inside a later load."""
+    a size that is text) fails here, where the folder is named, not deep inside a later load.
+
+    Skipped for a family without a question-answering head (refused later with its own message) and
+    under ZeRO-3, whose ``zero.Init`` would partition even a meta model over the process group.
+    """
     import torch
     from transformers import AutoModelForQuestionAnswering
+    from transformers.integrations import is_deepspeed_zero3_enabled
+    from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING
 
+    if is_deepspeed_zero3_enabled() or type(config) not in MODEL_FOR_QUESTION_ANSWERING_MAPPING:
+        return
     with torch.device("meta"):
         AutoModelForQuestionAnswering.from_config(config)
 
