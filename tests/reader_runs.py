@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,20 @@ TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "in
 WINDOWS = ["data.windows.max_seq_len=64", "data.windows.max_question_len=24", "data.windows.doc_overlap=16",
            "decode.max_answer_len=20"]
 GROUP_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextlib.contextmanager
+def group_env_restored():
+    """Run in-process commands that join a group of one; its variables do not leak into other tests."""
+    saved = {k: os.environ.get(k) for k in GROUP_VARIABLES}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def save_reader(run: Path, tok_dir: Path, seed: int, windows: list[str] = WINDOWS) -> Path:
@@ -71,17 +86,10 @@ def make_readers(root: Path, seeds=(0, 1, 2)) -> dict:
                                 root / "data")
     build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
     models = [save_reader(root / "runs" / f"m{s}", root / "tok", s) for s in seeds]
-    saved = {k: os.environ.get(k) for k in GROUP_VARIABLES}
-    try:  # predict joins a process group of one, whose variables must not leak into other tests
+    with group_env_restored():
         for m in models:
             assert main(["predict", str(m), str(paths["squad_dev"]), "--out", str(m.parent / "dev_store"),
                          "--batch-size", "16", "--device", "cpu"]) == 0
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     assert main(["ensemble", *(str(m.parent / "dev_store") for m in models), "--out", str(root / "ens")]) == 0
     return {"root": root, "paths": paths, "models": models,
             "ensemble": json.loads((root / "ens" / "predictions.json").read_text(encoding="utf-8"))}

@@ -4,7 +4,6 @@ learns it through the training engine, and stores of other windows are refused b
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from qa_scale.inference.logits_store import open_store
 from qa_scale.runtime.distributed import single
 from qa_scale.training.recipe import DistillSection, load_recipe
 from cli_runs import qa_scale
-from reader_runs import GROUP_VARIABLES, TINY, make_readers, refused, save_reader
+from reader_runs import TINY, group_env_restored, make_readers, refused, save_reader
 
 WINDOWS = ["--max-seq-len", "64", "--max-question-len", "24", "--doc-overlap", "16"]
 RECIPE_WINDOWS = ["data.windows.max_seq_len=64", "data.windows.max_question_len=24", "data.windows.doc_overlap=16"]
@@ -36,13 +35,8 @@ def readers(tmp_path_factory):
 
 @pytest.fixture
 def clean_group_env():
-    saved = {k: os.environ.get(k) for k in GROUP_VARIABLES}
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with group_env_restored():
+        yield
 
 
 # ---------------------------------------------------------------- the teacher is the ensemble
@@ -129,19 +123,12 @@ def world(tmp_path_factory):
     build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
     teacher = save_reader(root / "teacher", root / "tok", seed=5, windows=RECIPE_WINDOWS)
     other = save_reader(root / "other", root / "tok", seed=6, windows=RECIPE_WINDOWS)
-    saved = {k: os.environ.get(k) for k in GROUP_VARIABLES}
-    try:
+    with group_env_restored():
         for model, store in ((teacher, "teacher_train"), (other, "other_train")):
             assert main(["predict", str(model), str(paths["squad_train"]), "--out", str(root / store),
                          "--device", "cpu"]) == 0
         assert main(["predict", str(teacher), str(paths["squad_train"]), "--out", str(root / "wide_train"),
                      "--device", "cpu", "--max-seq-len", "96"]) == 0
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     return {"root": root, "paths": paths, "teacher": teacher}
 
 
