@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from qa_scale.runtime.cpu import prepare_cpu
+from qa_scale.runtime.cpu import cpu_has_amx_bf16, prepare_cpu
 
 PROBE = ("import os, sys\n"
-         "from qa_scale.runtime.cpu import prepare_cpu\n"
+         "from qa_scale.runtime.cpu import cpu_has_amx_bf16, prepare_cpu\n"
          "prepare_cpu(sys.argv[1], sys.argv[2])\n"
          "import torch\n"
          "print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads(), os.environ.get('GOMP_SPINCOUNT'))\n")
@@ -44,3 +44,12 @@ def test_too_late_changes_nothing_and_a_bad_policy_is_refused(monkeypatch):
     assert prepare_cpu("passive", 3)["OMP_WAIT_POLICY"] is None
     with pytest.raises(ValueError, match="wait must be one of"):
         prepare_cpu("sleepy")
+
+
+def test_amx_is_read_from_the_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n", encoding="utf-8")
+    assert not cpu_has_amx_bf16(str(info))  # avx512_bf16 alone does not count, nor amx_tile
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile\n", encoding="utf-8")
+    assert cpu_has_amx_bf16(str(info))
+    assert not cpu_has_amx_bf16(str(tmp_path / "none"))  # no such file (not Linux): fp32

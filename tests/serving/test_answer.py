@@ -55,7 +55,7 @@ def test_three_readers_answer_as_the_ensemble_wrote(work, tmp_path):
     out = tmp_path / "answers.jsonl"
     models = [str(m) for m in work["models"]]
     assert main(["answer", *models, "--input", str(work["root"] / "sample.jsonl"), "--output", str(out),
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu", "--compute", "fp32"]) == 0  # fp32: the stores' own arithmetic
     got = answers_of(out)
     assert len(got) == len(work["sample"])
     for ex in work["sample"]:
@@ -69,7 +69,7 @@ def test_one_reader_answers_as_its_store_predicted(work, tmp_path):
     out = tmp_path / "one.jsonl"
     model = work["models"][1]
     assert main(["answer", str(model), "--input", str(work["root"] / "sample.jsonl"), "--output", str(out),
-                 "--device", "cpu", "--nbest"]) == 0
+                 "--device", "cpu", "--nbest", "--compute", "fp32"]) == 0
     store = open_store(model.parent / "dev_store")
     got, predictions, nbest = answers_of(out), store.predictions(), store.nbest()
     for ex in work["sample"]:
@@ -84,7 +84,7 @@ def test_same_fp32_logits_path_as_predict(work):
     other neighbours gets another width, and attention over a different number of masked key
     positions sums in another order: those rows differ in the last bits (here ≤ 1e-6), nothing else.
     """
-    panel = load_panel([work["models"][0]], ReaderOptions(device="cpu"))
+    panel = load_panel([work["models"][0]], ReaderOptions(device="cpu", compute="fp32"))
     store = open_store(work["models"][0].parent / "dev_store")
     first = work["dev"][:20]  # the store's first windows are these examples' windows, in order
     ws, start, _ = logits_of(panel, first)
@@ -116,11 +116,37 @@ def test_a_recipe_stands_for_its_models_and_weights(work, tmp_path):
                       + "combine: mean_log_softmax\n", encoding="utf-8")
     for how in (["--recipe", str(recipe)], [str(recipe)]):
         out = tmp_path / "r.jsonl"
-        assert main(["answer", *how, "--input", str(work["root"] / "sample.jsonl"), "--output", str(out)]) == 0
+        assert main(["answer", *how, "--input", str(work["root"] / "sample.jsonl"), "--output", str(out),
+                     "--compute", "fp32"]) == 0
         got = answers_of(out)
         assert {k: v["answer"] for k, v in got.items()} == {ex.id: want[ex.id] for ex in work["sample"]}
     panel = load_panel([], recipe=recipe)
     assert panel.weights == pytest.approx(weights) and panel.rule == "mean_log_softmax"
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_compute_answers_in_bf16_on_an_amx_cpu_and_predict_stays_fp32(work, monkeypatch, amx):
+    import torch
+
+    from qa_scale.inference.reader import resolve_compute
+    from qa_scale.runtime import cpu
+
+    monkeypatch.setattr(cpu, "cpu_has_amx_bf16", lambda: amx)
+    want = "bf16" if amx else "fp32"
+    assert resolve_compute("auto", "cpu", record=False) == want
+    assert resolve_compute("auto", "cpu", record=True) == "fp32"  # a store is the same on any machine
+    assert resolve_compute("fp16", "cpu", record=True) == "fp16"  # what is asked for is kept
+    panel = load_panel(work["models"], ReaderOptions(device="cpu"))  # the default: auto
+    assert panel.info()["compute"] == want
+    assert {p.dtype for r in panel.readers for p in r.model.parameters()} == {getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}[want])}
+    queries = [Query(ex.context, ex.question) for ex in work["sample"]]
+    got = answer(panel, queries)
+    for q, a in zip(queries, got):
+        assert a["answer"] == "" or q.context[a["start"]:a["end"]] == a["answer"]
+    if not amx:  # fp32: the ensemble's own answers
+        assert [a["answer"] for a in got] == [work["ensemble"][ex.id] for ex in work["sample"]]
+    store = open_store(work["models"][0].parent / "dev_store")  # written by predict with the default
+    assert store.meta["model"]["compute"] == "fp32"
 
 
 def test_readers_with_other_tokenizers_or_windows_are_refused(work, tmp_path, capsys):

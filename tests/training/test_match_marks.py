@@ -88,7 +88,7 @@ def test_a_reader_trained_with_marks_predicts_with_them(tmp_path):
     assert ws.config.mark_matches and (ws.token_type_ids == MATCH_TYPE).any()
     # `answer` / `serve` read the same setting from the model's training config: the same marked windows
     # and logits as the store (without the marks the trained type-2 row would not be read: other logits)
-    panel = load_panel([run / "model"], ReaderOptions(device="cpu"))
+    panel = load_panel([run / "model"], ReaderOptions(device="cpu", compute="fp32"))  # the store's arithmetic
     assert panel.windows.mark_matches
     store = logits_store.open_store(tmp_path / "store")
     mine, start, end = logits_of(panel, store.examples)

@@ -17,7 +17,7 @@ from typing import Any, Literal, Mapping
 from ..common.settings import add_arguments, check_fields, from_arguments, given, option
 
 Device = Literal["auto", "cuda", "cpu"]
-Compute = Literal["fp32", "bf16", "fp16"]
+Compute = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,10 @@ class ReaderOptions:
               "else its training config's)")
     device: Device = option("auto", "auto: CUDA when torch has it (an error when GPUs are visible but unusable); "
                                     "cpu on purpose")
-    compute: Compute = option("fp32", "dtype of the forward pass; bf16/fp16 for GPUs (bf16 also runs on CPUs)")
+    compute: Compute = option(
+        "auto", "dtype of the forward pass. auto: fp32 for predict (a store is a record: the same bits on any "
+                "machine); bf16 for answer and serve where the device multiplies bf16 natively (a CUDA GPU with "
+                "bf16, a CPU with AMX), else fp32. bf16/fp16 for GPUs; bf16 also runs on CPUs")
     batch_size: int | Literal["auto"] = option(
         32, "windows per forward pass (per rank under the launcher); predict also takes 'auto': the largest that "
             "fits in memory, one process only", ge=1)

@@ -20,7 +20,7 @@ from ..data import Example
 from ..runtime.distributed import Dist, single
 from .forward import predict_logits
 from .options import ReaderOptions
-from .reader import Reader, load_reader, reader_settings
+from .reader import Reader, load_reader, reader_settings, resolve_compute
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,8 @@ def run(options: PredictOptions) -> dict | None:
         metrics.check_scorable([ex.id for ex in ds.examples], refs, predictions_from=o.data)
     tok = load_tokenizer(settings.tokenizer)
     d = distributed.init(o.reader.device)
-    reader = load_reader(settings, d.device, o.reader.compute, tok)
+    reader = load_reader(settings, d.device, resolve_compute(o.reader.compute, d.device, record=True), tok)
     data_info = {"path": str(o.data), "format": ds.report.format, "report": ds.report.to_dict(max_issues=10)}
-    model_info = {**model_identity(o.model), "tokenizer": settings.tokenizer, "compute": o.reader.compute}
+    model_info = {**model_identity(o.model), "tokenizer": settings.tokenizer, "compute": reader.compute}
     return predict_to_store(reader, ds.examples, o.out, StoreOptions(
         o.reader.batch_size, o.precision, refs, model_info, data_info), d)

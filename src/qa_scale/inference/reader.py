@@ -184,6 +184,26 @@ def torch_dtype(compute: str) -> "torch.dtype":
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[compute]
 
 
+def resolve_compute(compute: str, device, record: bool) -> str:
+    """The dtype ``compute`` stands for on ``device``: ``auto`` is fp32 where the output is a record
+    (``predict``'s stores: the same bits on any machine), else bf16 where the device multiplies bf16
+    natively (a CUDA GPU with bf16, a CPU with AMX), else fp32; any other value is itself."""
+    if compute != "auto":
+        return compute
+    if record:
+        return "fp32"
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if kind == "cpu":
+        from ..runtime.cpu import cpu_has_amx_bf16
+
+        return "bf16" if cpu_has_amx_bf16() else "fp32"
+    return "fp32"
+
+
 def load_reader(settings: ReaderSettings, device, compute: str = "fp32",
                 tokenizer: PreTrainedTokenizerBase | None = None) -> Reader:
     """Load the model of ``settings`` onto ``device`` in ``compute`` dtype, in eval mode, checked.
@@ -191,7 +211,8 @@ def load_reader(settings: ReaderSettings, device, compute: str = "fp32",
     Args:
         settings: from :func:`reader_settings`.
         device: a torch device or its name (``"cpu"``, ``"cuda:0"``…).
-        compute: dtype of the forward pass, ``fp32``, ``bf16`` or ``fp16``.
+        compute: dtype of the forward pass, ``fp32``, ``bf16`` or ``fp16`` (``auto``: see
+            :func:`resolve_compute`, for a reader that answers).
         tokenizer: the tokenizer of ``settings.tokenizer`` when already loaded (shared by several readers).
 
     Raises:
@@ -210,6 +231,7 @@ def load_reader(settings: ReaderSettings, device, compute: str = "fp32",
     except ValueError as err:
         where = f"the command line over {settings.source}" if settings.source else "the command line"
         raise ValueError(f"{settings.path}: {err} (window settings from {where})") from None
+    compute = resolve_compute(compute, device, record=False)
     model = model.to(device=device, dtype=torch_dtype(compute)).eval()
     log.info("loaded %s (%s) on %s in %s", settings.name, settings.path, device, compute)
     return Reader(settings, model, tok, compute)

@@ -53,3 +53,21 @@ def prepare_cpu(wait: str = "short", threads: int | str = "auto") -> dict:
 def omp_environment() -> dict:
     """The OpenMP variables of this process (None when unset)."""
     return {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+
+
+def cpu_has_amx_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX: the ``amx_bf16`` flag).
+
+    There bf16 forward passes run 2.2–2.6× faster than fp32 (a demo reader, 1 and 2 threads,
+    measured on this project's 2-core machines); without AMX oneDNN's bf16 is not reliably faster,
+    so only AMX counts. Read from ``/proc/cpuinfo`` (Linux); elsewhere: False. Torch exposes this
+    only through private functions, hence the file.
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False

@@ -61,7 +61,7 @@ class Panel:
                             for r, w in zip(self.readers, self.weights)],
                 "combine": self.rule, "windows": dataclasses.asdict(self.windows),
                 "decode": dataclasses.asdict(self.decoding), "device": self.device,
-                "compute": self.options.compute, "batch_size": self.batch_size, **_cpu(self.device)}
+                "compute": self.readers[0].compute, "batch_size": self.batch_size, **_cpu(self.device)}
 
 
 def _cpu(device: str) -> dict:
