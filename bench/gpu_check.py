@@ -1,189 +1,252 @@
-"""The one-GPU check: MacBERT-large-shaped training and prediction figures on the GPU at hand.
+"""The one-GPU rehearsal: the whole path, its tests and its speed, staged, in ≤ 9 minutes on one H200.
 
-Every training figure comes from the real command (``qa-scale train`` as a plain process, which
-on a GPU joins a one-rank ``nccl`` group and runs the very collectives of an 8-GPU run) on a
-MacBERT-large shape (24 layers, hidden 1024, 16 heads, 4096 FFN, the real 21,128-entry
-vocabulary, random weights) at 512-token windows:
+Five stages run in order; each is recorded in one JSON with its status (passed, failed; ``pytest_gpu``
+also skipped), seconds, budget, figures and errors. A failing stage does not stop the later ones; the
+exit status is 1 when any stage failed. Every command is a child process under a timeout (the time
+table below), and the JSON is written again after each stage, so a killed run still leaves one.
 
-* bf16 ZeRO-2 at micro-batches 8, 16 and 32 (one GPU: the micro-batch is the global batch);
-* bf16 ZeRO-3 and LoRA (ZeRO-2) at micro-batch 32; fp16 ZeRO-2 with dynamic loss scaling;
-* ``predict`` throughput in bf16 (the library's sharded forward on one rank).
+1. ``imports``: deepspeed, datasets, nltk (the lent machine gets them from the carried wheels), the
+   other packages, then every ``qa_scale`` module (pkgutil walk); one line names the first failure.
+   Then the DeepSpeed ops a process group loads are built once (on the CPU its shared-memory
+   all-reduce, 30-90 s; nothing on a GPU), so that no training child pays for a build.
+2. ``path``: the whole path, small but real, through ``qa-scale`` as a user types it: member A (bf16
+   ZeRO-2, dev evaluation during training) stopped halfway then resumed (the step count must
+   continue), member B (LoRA on bf16 ZeRO-3), an fp16 ZeRO-3 run, exports, ``predict`` stores of dev
+   for A and B, ``ensemble`` of the two, ``answer`` on A's model (``gpu_check_path.py``).
+3. ``pytest_gpu``: ``pytest -m gpu tests/test_gpu.py`` with its counts; with no CUDA device (the dry
+   run) its tests skip, and the stage says skipped, not passed.
+4. ``speed``: the MacBERT-large shape through ``qa-scale train``: bf16 ZeRO-2 at 512 tokens (micro-
+   batches 32, 16, 8, 4) and 384 tokens (32, 4), bf16 ZeRO-3, LoRA, fp16: tokens/s, MFU, peak memory;
+   and the plain PyTorch loop of ``plain_loop.py`` (same model, windows and batches, bf16 autocast,
+   fused AdamW) on each bf16 ZeRO-2 configuration, with the ratio engine / baseline
+   (``gpu_check_speed.py``).
+5. ``predict_speed``: windows/s of the library's bf16 forward (one rank) on the MacBERT-large shape.
 
-Throughput and MFU are the medians of the log rows after the first (the warm-up step is not
-throughput: the trainer leaves it, evaluations and saves out of its rates). Peak memory is the
-CUDA max allocated. Results: ``bench/results/gpu_<device>.json`` and a table on stdout.
+JSON (``OUT/gpu_<device>.json``, ``gpu_dryrun.json`` for the dry run): ``environment``, ``time_table``,
+``stages`` (name → ``status``, ``seconds``, ``budget_s``, ``granted_s`` (with what earlier stages left),
+``figures``, ``errors``), ``passed``, ``total_seconds``. A table is printed at the end.
 
-    bash bench/gpu_check.sh                      # on a GPU machine (installs what it lacks first)
-    python bench/gpu_check.py --dry-run --out /tmp/gpu_dry   # the same path, tiny shape, CPU
+    bash bench/gpu_check.sh --out "$OUT"         # on the GPU machine (installs the carried wheels first)
+    bash bench/gpu_check.sh --dry-run --out /tmp/gpu_dry   # the same stages, tiny shape, CPU, gloo (CI)
+
+The work folder (data, runs, stores, logs) is made under ``/tmp`` (or ``--work``) and removed at the
+end unless ``--keep``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
-import statistics
-import subprocess
+import shutil
 import sys
+import tempfile
 import time
+import traceback
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_VOCAB = ROOT.parent / "shared" / "data" / "bert-base-chinese-vocab.txt"
-LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
+from gpu_check_common import ROOT, SHARED_VOCAB, Budget, Context, Runner, make_data
+from gpu_check_path import run_path
+from gpu_check_speed import run_predict_speed, run_speed
+
+# The time table, in seconds: (on one H200, on the CPU dry run). A stage's children share its budget
+# plus what earlier stages left unspent; each child's timeout is its own line here, cut to what is left
+# of that, and no child starts with under 3 s left. The GPU stage budgets add up to 510 s: with the wheel
+# install and the sample data (≈ 20 s) the rehearsal ends within 9 minutes whatever its children do.
+TIME_TABLE = {
+    # stage, or stage.child     GPU   dry
+    "imports":                  (40,  210),
+    "imports.packages":         (30,  60),
+    "imports.ops":              (15,  150),  # DeepSpeed's CPU all-reduce op: built once here, not in a train child
+    "path":                     (145, 240),
+    "path.train":               (40,  60),   # each: member A to its stop, A resumed, member B, fp16 ZeRO-3
+    "path.predict":             (25,  45),   # each: the dev store of A, of B
+    "path.ensemble":            (15,  30),
+    "path.answer":              (20,  45),
+    "pytest_gpu":               (60,  60),
+    "speed":                    (235, 330),
+    "speed.baseline":           (60,  60),   # the plain loop: every bf16 ZeRO-2 configuration, one child
+    "speed.engine":             (45,  60),   # each of the 10 other engine runs (6 on the dry run)
+    "speed.compile":            (90,  120),  # the run.compile run: inductor compiles the model first
+    "predict_speed":            (30,  60),
+}
+STAGES = ("imports", "path", "pytest_gpu", "speed", "predict_speed")
 
 
-def runs(dry: bool) -> list[tuple[str, dict]]:
-    """(name, overrides) of every training measurement."""
-    ds = ROOT / "ds_configs"
-    z2, z3, z2h = ds / "zero2_bf16.json", ds / "zero3_bf16.json", ds / "zero2_fp16.json"
-    micro = [2, 4] if dry else [8, 16, 32]
-    top = micro[-1]
-    out = [(f"zero2_bf16_mb{m}", {"run.deepspeed": z2, "optim.micro_batch_size": m}) for m in micro]
-    out += [(f"zero3_bf16_mb{top}", {"run.deepspeed": z3, "optim.micro_batch_size": top}),
-            (f"lora_zero2_bf16_mb{top}", {"run.deepspeed": z2, "optim.micro_batch_size": top, "mode": "lora",
-                                          "optim.lr": 3e-4}),
-            (f"zero2_fp16_mb{top}", {"run.deepspeed": z2h, "optim.micro_batch_size": top, "run.precision": "fp16"})]
-    return out
+def run_imports(ctx: Context, budget: Budget):
+    script = ROOT / "bench" / "gpu_check_imports.py"
+    figures: dict = {}
+    for name, args in (("packages", []), ("ops", ["--ops"])):
+        child = ctx.runner.run(f"imports_{name}", [sys.executable, script, *args], budget, ctx.caps[f"imports.{name}"])
+        try:
+            out = child.json()
+        except (json.JSONDecodeError, OSError):
+            out = {}
+        if not child.ok:
+            return figures, [out.get("error") or child.error()]
+        figures.update(out if name == "packages" else {"ops": out})
+    return figures, []
 
 
-def make_data(work: Path, vocab: Path | None) -> tuple[Path, Path]:
-    """Sample data with 700–900-character paragraphs (512-token windows are full) and a tokenizer."""
-    from qa_scale import synthetic
-    from qa_scale.data.tokenization import build_char_vocab
-
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=60, dev_paragraphs=20, test_paragraphs=1,
-                                                       paragraph_chars=(700, 900)), work / "data")
-    if vocab is None or not vocab.exists():
-        build_char_vocab(paths["corpus"].read_text(encoding="utf-8").splitlines(), work / "tok", vocab_size=3000)
-        vocab = work / "tok"
-    return paths["squad_train"], vocab
-
-
-def train(name: str, extra: dict, work: Path, train_file: Path, vocab: Path, dry: bool) -> dict:
-    """One `qa-scale train` run; its figures from metrics.jsonl and summary.json."""
-    out = work / name
-    precision = extra.get("run.precision", "fp32" if dry else "bf16")
-    steps = 4 if dry else 30
-    values = {"model.tokenizer": vocab, "model.tiny": json.dumps(TINY if dry else LARGE),
-              "data.train_file": train_file, "data.strategy": "random_answer",
-              "data.windows.max_seq_len": 128 if dry else 512, "data.windows.max_question_len": 32 if dry else 64,
-              "data.windows.doc_overlap": 32 if dry else 128, "optim.lr": 2e-5, "optim.warmup_ratio": 0.1,
-              "optim.max_steps": steps, "optim.global_batch_size": extra["optim.micro_batch_size"],
-              "run.output_dir": out, "run.precision": precision, "run.device": "cpu" if dry else "cuda",
-              "run.log_every": 1 if dry else 5, "run.save_every": 10**6, "run.eval_every": 10**6,
-              "run.export": "false", "run.tensorboard": "false", **extra}
-    values["run.precision"] = precision
-    # a clean environment: a process group of this process (its MASTER_PORT) must not leak into the child
-    from qa_scale.runtime.processes import child_env
-
-    env = child_env({"QA_SCALE_CPU_FP16": "1"} if dry else None)
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "qa_scale", "train", *(f"{k}={v}" for k, v in values.items())],
-                          capture_output=True, text=True, env=env, timeout=900)
-    if proc.returncode != 0:
-        return {"name": name, "error": proc.stderr[-3000:]}
-    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    timed = [r for r in rows if r.get("split") == "train" and r.get("tokens_per_s")]
-
-    def median(key):
-        values = [r[key] for r in timed if r.get(key) is not None]
-        return round(statistics.median(values), 4) if values else None
-
-    return {"name": name, "mode": extra.get("mode", "full"), "precision": precision,
-            "deepspeed": Path(str(extra["run.deepspeed"])).name, "micro_batch": extra["optim.micro_batch_size"],
-            "steps": summary["steps"], "tokens_per_s": median("tokens_per_s"), "samples_per_s": median("samples_per_s"),
-            "mfu": median("mfu"), "peak_memory_gib": round(summary["peak_memory"]["bytes"] / 2**30, 2),
-            "peak_memory_kind": summary["peak_memory"]["kind"], "skipped_steps": summary["skipped_steps"],
-            "final_loss_scale": next((r["loss_scale"] for r in reversed(rows) if r.get("loss_scale")), None),
-            "parameters": summary["parameters"], "wall_seconds": round(time.perf_counter() - t0, 1)}
+def _python_for_tests(work: Path) -> tuple[str, str]:
+    """(python, how): ``tests/cli_runs.py`` runs the ``qa-scale`` beside ``sys.executable``. Where none is
+    installed (the GPU machine runs the source tree from PYTHONPATH), a folder with a link to this python
+    and a ``qa-scale`` script that runs ``python -m qa_scale``."""
+    if (Path(sys.executable).parent / "qa-scale").exists():
+        return sys.executable, "installed console script"
+    bin_dir = work / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    python = bin_dir / "python"
+    if not python.exists():
+        python.symlink_to(sys.executable)
+    script = bin_dir / "qa-scale"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m qa_scale "$@"\n', encoding="utf-8")
+    script.chmod(0o755)
+    return str(python), f"{script} (python -m qa_scale)"
 
 
-def predict_throughput(train_file: Path, vocab: Path, dry: bool) -> dict:
-    """Windows/s of the sharded forward (one rank) in bf16 on the GPU (fp32 on the CPU dry run)."""
-    import torch
+def run_pytest_gpu(ctx: Context, budget: Budget):
+    python, how = _python_for_tests(ctx.work)
+    xml = ctx.work / "pytest_gpu.xml"
+    child = ctx.runner.run("pytest_gpu", [python, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-q", "-p",
+                                          "no:cacheprovider", f"--junitxml={xml}"], budget, ctx.caps["pytest_gpu"])
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    if xml.exists():
+        suite = ET.parse(xml).getroot()
+        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+        counts = {k: int(suite.get(k, 0)) for k in counts}
+    lines = child.text().strip().splitlines()
+    figures = {"exit_status": child.rc, **counts, "passed": counts["tests"] - counts["failures"] - counts["errors"]
+               - counts["skipped"], "summary": lines[-1] if lines else None, "qa_scale": how}
+    if not child.ok or counts["failures"] or counts["errors"]:
+        return figures, [child.error() if not child.ok else f"{counts['failures']} failed, {counts['errors']} errors"]
+    if counts["tests"] == 0:
+        return figures, ["no test ran"]
+    if counts["skipped"]:
+        if ctx.dry and counts["skipped"] == counts["tests"]:
+            return figures, [], "skipped"  # no CUDA device: skipped, which is not passed
+        return figures, [f"{counts['skipped']} of {counts['tests']} gpu tests skipped on a GPU machine"]
+    return figures, []
 
-    from qa_scale import data
-    from qa_scale.data.tokenization import load_tokenizer
-    from qa_scale.data.windows import WindowConfig, build_windows
-    from qa_scale.inference.forward import predict_logits
-    from qa_scale.modeling.model import load_qa_model
-    from qa_scale.runtime.distributed import single
 
-    tok = load_tokenizer(vocab)
-    device = "cpu" if dry else "cuda"
-    dtype = torch.float32 if dry else torch.bfloat16
-    model = load_qa_model(None, vocab_size=max(tok.get_vocab().values()) + 1, tiny=TINY if dry else LARGE, seed=0)
-    model = model.to(device=device, dtype=dtype).eval()
-    examples = data.load(train_file, "lenient").examples[: 32 if dry else 512]
-    ws = build_windows(examples, tok, WindowConfig(max_seq_len=128 if dry else 512, max_question_len=64,
-                                                   doc_overlap=32 if dry else 128), labels=False)
-    batch = 16 if dry else 64
-    predict_logits(model, ws, batch, single(device))  # warm-up
-    times = []
-    for _ in range(1 if dry else 3):
-        if not dry:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        predict_logits(model, ws, batch, single(device))
-        times.append(time.perf_counter() - t0)
-    best = min(times)
-    return {"windows": len(ws), "batch_size": batch, "dtype": str(dtype).removeprefix("torch."),
-            "windows_per_s": round(len(ws) / best, 1), "tokens_per_s": round(int(ws.lengths.sum()) / best, 1),
-            "repeats": len(times)}
+RUNNERS = {"imports": run_imports, "path": run_path, "pytest_gpu": run_pytest_gpu, "speed": run_speed,
+           "predict_speed": run_predict_speed}
+NEEDS_DATA = {"path", "speed", "predict_speed"}
 
 
 def environment(dry: bool) -> dict:
-    import deepspeed
-    import torch
-    import transformers
+    def version(name):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
 
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"device": gpu or f"CPU ({os.cpu_count()} cores)", "dry_run": dry, "torch": torch.__version__,
-            "cuda": torch.version.cuda, "deepspeed": deepspeed.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+        cuda = torch.version.cuda
+    except Exception:  # noqa: BLE001 - the imports stage says what is wrong
+        gpu = cuda = None
+    return {"device": gpu or f"CPU ({os.cpu_count()} cores)", "dry_run": dry, "cuda": cuda,
+            **{name: version(name) for name in ("torch", "deepspeed", "transformers", "datasets", "nltk", "peft")},
+            "python": platform.python_version(), "command": " ".join(sys.argv),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def run_stage(name: str, ctx: Context, seconds: float, granted: float, setup_error: str | None) -> dict:
+    t0, budget = time.perf_counter(), Budget(granted)
+    status = None
+    if name in NEEDS_DATA and setup_error:
+        figures, errors = {}, [f"no sample data: {setup_error}"]
+    else:
+        try:
+            figures, errors, *rest = RUNNERS[name](ctx, budget)
+            status = rest[0] if rest else None
+        except Exception as exc:  # noqa: BLE001 - a stage that breaks is a failed stage, the others go on
+            figures, errors = {}, [f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-2000:]}"]
+    return {"status": status or ("failed" if errors else "passed"), "seconds": round(time.perf_counter() - t0, 1),
+            "budget_s": seconds, "granted_s": round(granted, 1), "figures": figures, "errors": errors}
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.1f}%" if x is not None else "n/a"
 
 
 def table(result: dict) -> str:
-    lines = ["| run | micro-batch | tokens/s | MFU | peak memory | skipped |", "|---|---:|---:|---:|---:|---:|"]
-    for r in result["train"]:
-        if "error" in r:
-            lines.append(f"| {r['name']} | failed: {r['error'][-120:]!r} | | | | |")
-            continue
-        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        lines.append(f"| {r['name']} | {r['micro_batch']} | {r['tokens_per_s']:,.0f} | {mfu} | "
-                     f"{r['peak_memory_gib']} GiB | {r['skipped_steps']} |")
-    p = result["predict"]
-    lines.append(f"\npredict ({p['dtype']}, batch {p['batch_size']}): {p['windows_per_s']:,} windows/s, "
-                 f"{p['tokens_per_s']:,} tokens/s over {p['windows']} windows")
+    lines = ["| stage | status | seconds | budget | first error |", "|---|---|---:|---:|---|"]
+    for name, s in result["stages"].items():
+        first = s["errors"][0].splitlines()[0][:120] if s["errors"] else ""
+        lines.append(f"| {name} | {s['status']} | {s['seconds']} | {s['granted_s']} | {first} |")
+    speed = result["stages"].get("speed", {}).get("figures", {}).get("runs", {})
+    if speed:
+        lines += ["", "| run | tokens/s | MFU | baseline tokens/s | baseline MFU | engine/baseline | peak memory | "
+                      "skipped |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, r in speed.items():
+            if name == "baseline" or r["status"] != "passed":
+                if name != "baseline":
+                    lines.append(f"| {name} | {r['status']} | | | | | | |")
+                continue
+            b = r.get("baseline_tokens_per_s")
+            lines.append(f"| {name} | {r['tokens_per_s']:,.0f} | {_pct(r['mfu'])} | {f'{b:,.0f}' if b else ''} | "
+                         f"{_pct(r.get('baseline_mfu')) if b else ''} | {r.get('engine_over_baseline') or ''} | "
+                         f"{r['peak_memory_gib']} GiB | {r['skipped_steps']} |")
+    p = result["stages"].get("predict_speed", {}).get("figures", {})
+    if p.get("windows_per_s"):
+        lines.append(f"\npredict ({p['dtype']}, batch {p['batch_size']}): {p['windows_per_s']:,} windows/s, "
+                     f"{p['tokens_per_s']:,} tokens/s over {p['windows']} windows")
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="tiny shape on the CPU: the same path, no GPU needed")
+    parser.add_argument("--dry-run", action="store_true", help="tiny shape on the CPU: the same stages, no GPU")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
-    parser.add_argument("--work", type=Path, help="scratch folder (default: OUT/gpu_check_work)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()),
+                        help="the work folder is made inside this one (default: the temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (runs, stores, logs)")
     parser.add_argument("--vocab", type=Path, default=SHARED_VOCAB, help="the Chinese BERT vocab.txt")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {', '.join(STAGES)}")
     args = parser.parse_args()
-    work = args.work or args.out / "gpu_check_work"
-    work.mkdir(parents=True, exist_ok=True)
-    train_file, vocab = make_data(work, args.vocab)
-    result = {"environment": environment(args.dry_run), "shape": TINY if args.dry_run else LARGE,
-              "window_tokens": 128 if args.dry_run else 512, "train": [], "predict": None}
-    for name, extra in runs(args.dry_run):
-        result["train"].append(train(name, extra, work, train_file, vocab, args.dry_run))
-        print(json.dumps(result["train"][-1]), flush=True)
-    result["predict"] = predict_throughput(train_file, vocab, args.dry_run)
-    device = "dryrun" if args.dry_run else result["environment"]["device"].split()[-1].lower().replace("/", "_")
+    wanted = [s.strip() for s in args.stages.split(",") if s.strip()]
+    if unknown := set(wanted) - set(STAGES):
+        parser.error(f"unknown stages {sorted(unknown)}: choose from {', '.join(STAGES)}")
+    t0, col = time.perf_counter(), 1 if args.dry_run else 0
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="gpu_check_", dir=args.work))
+    env = environment(args.dry_run)
+    device = "dryrun" if args.dry_run else env["device"].split()[-1].lower().replace("/", "_")
     path = args.out / f"gpu_{device}.json"
-    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    runner = Runner(work / "logs", work / "torch_extensions")
+    ctx = Context(args.dry_run, work, None, runner, {k: v[col] for k, v in TIME_TABLE.items()})
+    result = {"environment": env, "time_table": {k: v[col] for k, v in TIME_TABLE.items()}, "work": str(work),
+              "stages": {}, "passed": None, "total_seconds": None}
+    setup_error, carry = None, 0.0
+    try:
+        for name in [s for s in STAGES if s in wanted]:
+            if name in NEEDS_DATA and ctx.data is None and setup_error is None:
+                try:
+                    ctx.data = make_data(work, args.vocab, args.dry_run)
+                except Exception as exc:  # noqa: BLE001 - recorded in every stage that needs the data
+                    setup_error = f"{type(exc).__name__}: {exc}"
+            seconds = TIME_TABLE[name][col]
+            stage = result["stages"][name] = run_stage(name, ctx, seconds, seconds + carry, setup_error)
+            carry = max(0.0, stage["granted_s"] - stage["seconds"])
+            first = f": {stage['errors'][0].splitlines()[0]}" if stage["errors"] else ""
+            print(f"[{name}] {stage['status']} in {stage['seconds']} s (of {stage['granted_s']}){first}", flush=True)
+            result["passed"] = all(s["status"] != "failed" for s in result["stages"].values())
+            result["total_seconds"] = round(time.perf_counter() - t0, 1)
+            path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     print(table(result))
-    print(f"wrote {path}")
-    return 1 if any("error" in r for r in result["train"]) else 0
+    print(f"wrote {path} ({result['total_seconds']} s){f'; work folder kept: {work}' if args.keep else ''}")
+    return 0 if result["passed"] else 1
 
 
 if __name__ == "__main__":

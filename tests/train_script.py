@@ -11,6 +11,9 @@ HOOKS_JSON keys (all optional):
         so a later dev evaluation scores below an earlier one).
     logits: after the run every rank forwards the dev windows through the engine as it is then;
         rank 0 saves the start and end logits to OUTPUT_DIR/engine_logits.npz.
+    report: rank 0 writes OUTPUT_DIR/report.json: its training forwards counted by the attention mask
+        the model got (none, all ones, with padding), whether the engine compiled its module and how
+        many graphs dynamo compiled, and the optimizer DeepSpeed steps (class, fused, foreach) in its wrapper.
 
 The last line printed is the summary as JSON, or ``DIVERGED <message>`` when the run stopped.
 """
@@ -39,10 +42,33 @@ def loss_hook(spec: dict):
     return hook
 
 
+def count_masks(module) -> dict[str, int]:
+    """Counts of the training forwards of ``module`` by the attention mask they got, kept up to date."""
+    counts = {"none": 0, "all_ones": 0, "padded": 0}
+
+    def record(_, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if module.training:
+            counts["none" if mask is None else "all_ones" if bool(mask.all()) else "padded"] += 1
+
+    module.register_forward_pre_hook(record, with_kwargs=True)
+    return counts
+
+
+def report(engine, masks: dict[str, int]) -> dict:
+    from torch._dynamo.utils import counters
+
+    basic = engine.basic_optimizer
+    return {"masks": masks, "compiled": engine.is_compiled, "graphs": counters["stats"]["unique_graphs"],
+            "optimizer": {"class": type(basic).__name__, "fused": basic.defaults.get("fused"),
+                          "foreach": basic.defaults.get("foreach"), "wrapper": type(engine.optimizer).__name__}}
+
+
 def main(argv: list[str]) -> None:
     spec, *overrides = [a for a in argv if not a.startswith("--local_rank")]  # the launcher adds it
     spec = json.loads(spec)
     trainer = Trainer(load_recipe(None, overrides), loss_hook=loss_hook(spec))
+    masks = count_masks(trainer.engine.module) if spec.get("report") else None
     try:
         summary = trainer.run()
     except TrainingDiverged as err:
@@ -56,6 +82,8 @@ def main(argv: list[str]) -> None:
                                 trainer.d)
         if trainer.d.main:
             np.savez(trainer.out / "engine_logits.npz", start=logits[0], end=logits[1])
+    if masks is not None and trainer.d.main:
+        (trainer.out / "report.json").write_text(json.dumps(report(trainer.engine, masks)))
     distributed.leave(True)
     if trainer.d.main:
         print(json.dumps(summary))

@@ -8,7 +8,8 @@ exactly the steps it has done. Written here because the data-parallel samplers o
 accelerate shard per rank first, which ties the order to the world size.
 
 Micro-batches are padded only to their longest window (rounded up to a multiple of 8), and with
-length grouping the windows of a global batch have similar lengths.
+length grouping the windows of a global batch have similar lengths; one without padding needs no
+attention mask (:func:`drop_full_mask`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,29 @@ def collate(arrays: dict[str, np.ndarray], lengths: np.ndarray, idx: np.ndarray,
     if "input_ids" in batch:
         batch["input_ids"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, pad_id)
     return to_device(batch, device)
+
+
+def drop_full_mask(batch: dict[str, torch.Tensor], lengths: np.ndarray) -> dict[str, torch.Tensor]:
+    """``batch`` without its attention mask when every window fills the batch's width (no padding).
+
+    An all-ones mask changes nothing in the result, but costs on a GPU: transformers checks each
+    forward whether the mask it gets is all ones (``mask.all()``, a read that waits for the device)
+    before it lets SDPA take its flash or memory-efficient kernel, and under ``torch.compile`` it
+    keeps the mask as an explicit bias. Without a mask, SDPA gets ``attn_mask=None`` directly. The
+    result is the same by construction: with SDPA transformers itself passes None for an all-ones
+    mask, and the eager kernel adds zeros (tested bit for bit). Decided on the host from the window
+    lengths, so no switch is needed. Windows of the full ``max_seq_len`` (a multiple of 8 in every
+    shipped recipe) fill their micro-batch whenever they share it, which length grouping
+    (``run.length_grouping``) makes common.
+
+    Args:
+        batch: a collated batch (:func:`collate`; a task's ``prepare`` may have added keys).
+        lengths: real tokens of each of its windows.
+    """
+    mask = batch.get("attention_mask")
+    if mask is None or int(np.min(lengths)) < mask.shape[1]:
+        return batch
+    return {k: v for k, v in batch.items() if k != "attention_mask"}
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:

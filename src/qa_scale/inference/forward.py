@@ -1,6 +1,7 @@
 """Model × windows → start/end logits of every window, in one process or sharded over ranks.
 
-Windows are sorted by length and cut into batches padded only to their longest window. Rank
+Windows are sorted by length and cut into batches padded only to their longest window (a batch of
+full windows goes without an attention mask: :func:`~qa_scale.data.batches.drop_full_mask`). Rank
 ``r`` runs batches ``r, r + world, …``; every rank runs the same number of forward passes (the
 last ones repeat a batch when the count does not divide), because ZeRO-3 gathers parameters
 collectively in each forward. Rank 0 receives all logits, in window order. Training's dev
@@ -14,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..data.batches import collate
+from ..data.batches import collate, drop_full_mask, to_device
 from ..data.windows import WindowSet
 from ..runtime.distributed import Dist, gather_objects, single
 
@@ -31,8 +32,9 @@ def predict_logits(model: Callable, ws: WindowSet, batch_size: int = 32, d: Dist
     """Start and end logits ``[W, max_seq_len]`` (float32, −inf on padding) on rank 0; None elsewhere.
 
     Args:
-        model: a QA model or a DeepSpeed engine (called with input_ids, token_type_ids,
-            attention_mask; returns ``start_logits``/``end_logits``), already in eval mode.
+        model: a QA model or a DeepSpeed engine (called with input_ids, token_type_ids and, when
+            the batch has padding, attention_mask; returns ``start_logits``/``end_logits``), already
+            in eval mode.
         ws: the windows.
         batch_size: windows per forward pass on each rank.
         d: this process's place among the data-parallel ranks and its device (default: a
@@ -47,7 +49,8 @@ def predict_logits(model: Callable, ws: WindowSet, batch_size: int = 32, d: Dist
     results: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]] = []
     for k in range(rounds):
         idx = mine[k] if k < len(mine) else (mine[-1] if mine else batches[-1])
-        out = model(**collate(arrays, ws.lengths, idx, ws.pad_id, d.device))
+        batch = drop_full_mask(collate(arrays, ws.lengths, idx, ws.pad_id), ws.lengths[idx])
+        out = model(**to_device(batch, d.device))
         if k < len(mine):  # kept on the device: one copy to the host at the end, not one per batch
             results.append((idx, out.start_logits.float(), out.end_logits.float()))
             if progress is not None:

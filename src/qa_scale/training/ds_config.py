@@ -185,6 +185,11 @@ def resolve(template: dict | str | Path, config: TrainConfig, world_size: int,
     return ds
 
 
+def zero_stage(ds: dict) -> int:
+    """The ZeRO stage of a resolved config (DeepSpeed's default, 0, when it has no ``zero_optimization`` block)."""
+    return int(ds.get("zero_optimization", {}).get("stage", 0))
+
+
 def offloads_optimizer(ds: dict) -> bool:
     device = ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
     return device not in (None, "none")

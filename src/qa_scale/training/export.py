@@ -110,7 +110,9 @@ def consolidated_state_dict(checkpoint_dir: str | os.PathLike, tag: str | None =
     ZeRO 1-3 keep fp32 master weights in their optimizer shards, which DeepSpeed's
     ``zero_to_fp32`` reassembles (frozen parameters included). Stage 0 writes no such shards:
     its module state is whole and is read directly. In bf16/fp16 that is the half-precision
-    copy, since the stage-0 optimizer stores its fp32 masters without parameter names.
+    copy, so the fp32 masters the stage-0 optimizer saved replace it, by the parameter names
+    its groups carry (:func:`~.optimizer.build_optimizer`); without the names (an optimizer
+    built elsewhere) the half-precision copy is exported, with a warning.
 
     Args:
         checkpoint_dir: the folder given to ``engine.save_checkpoint``.
@@ -128,10 +130,25 @@ def consolidated_state_dict(checkpoint_dir: str | os.PathLike, tag: str | None =
         return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag,
                                                         exclude_frozen_parameters=False)
     state = torch.load(shard_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
-    module = state["module"]
+    module = {**state["module"], **_stage0_masters(state.get("optimizer"))}
     if any(t.is_floating_point() and t.dtype != torch.float32 for t in module.values()):
         log.warning("%s: ZeRO stage 0 in half precision: exporting the half-precision weights", shard_dir)
     return {k: t.float() if t.is_floating_point() else t for k, t in module.items()}
+
+
+def _stage0_masters(optimizer: dict | None) -> dict[str, torch.Tensor]:
+    """Name → fp32 master of a stage-0 half-precision checkpoint's optimizer state; {} when it has none.
+
+    DeepSpeed's unfused bf16/fp16 wrapper saves its masters as ``fp32_groups`` (one list per AdamW
+    group, in the group's order) beside the AdamW state, whose groups hold ``param_names``.
+    """
+    if not isinstance(optimizer, dict) or "fp32_groups" not in optimizer:
+        return {}
+    groups = (optimizer.get("optimizer_state_dict") or {}).get("param_groups", [])
+    masters = optimizer["fp32_groups"]
+    if len(groups) != len(masters) or any(len(g.get("param_names", ())) != len(m) for g, m in zip(groups, masters)):
+        return {}
+    return {name: t.float() for g, m in zip(groups, masters) for name, t in zip(g["param_names"], m)}
 
 
 def key_problems(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str | None:

@@ -6,7 +6,8 @@ logs, exports and summaries; every rank writes its own checkpoint shards (:mod:`
 
 Per micro-step nothing waits for the device: the loss, right predictions and counts are added
 into a tensor on the device, token counts come from the window lengths on the host, and batches
-reach a GPU through pinned memory without blocking. The host reads the device once per
+reach a GPU through pinned memory without blocking; a micro-batch without padding goes without an
+attention mask, which transformers would otherwise check on the device. The host reads the device once per
 optimizer step in bf16/fp32 (the non-finite guard, a one-element all-reduce), and the counters
 once per log step (one all-reduce).
 """
@@ -26,7 +27,7 @@ import torch
 from ..common.inputs import iter_jsonl, read_text
 from ..common.outputs import atomic_open, note_input, workdir, write_json
 from ..common.progress import progress
-from ..data.batches import collate, global_batches, rank_micro_batches, to_device
+from ..data.batches import collate, drop_full_mask, global_batches, rank_micro_batches, to_device
 from ..runtime import distributed
 from . import checkpoint, ds_config
 from .flops import Throughput, flops_per_token_fn, mfu, peak_memory
@@ -90,11 +91,10 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def setup(self, make_task: Callable[..., Task]) -> None:
         """Tokenizer, task, model, optimizer, schedule, engine; resume; run files; monitor."""
-        import deepspeed
-        from transformers import get_scheduler, set_seed
+        from transformers import set_seed
 
         from ..data.tokenization import load_tokenizer
-        from .optimizer import build_optimizer
+        from .optimizer import build_engine
 
         c, d = self.config, self.d
         set_seed(c.run.seed)  # the same initialisation on every rank
@@ -118,15 +118,7 @@ class Trainer:
         self.ds = ds_config.resolve(c.run.deepspeed, c, d.world_size, hidden_size=model.config.hidden_size,
                                     trainable_params=trainable)
         self.micro, self.accumulation, self.global_batch = ds_config.batch_plan(c, d.world_size)
-        optimizer = build_optimizer(model, c.optim, ds_config.offloads_optimizer(self.ds))
-        o = c.optim
-
-        def schedule(opt):
-            return get_scheduler(o.scheduler, opt, num_warmup_steps=int(o.warmup_ratio * self.total),
-                                 num_training_steps=self.total)
-
-        self.engine, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
-                                                                 lr_scheduler=schedule, config=self.ds)
+        self.engine, self.scheduler = build_engine(model, c, self.ds, d.device, self.total)
         self.resume()
         self.write_run_files()
         self.monitor = Monitor(self.out, enabled=d.main, tensorboard=c.run.tensorboard)
@@ -204,7 +196,8 @@ class Trainer:
         guard = not engine.fp16_enabled()  # fp16: DeepSpeed's loss scaler skips overflowing steps
         bad = torch.zeros((), device=self.d.device)
         for k, idx in enumerate(micro_batches):
-            inputs = to_device(self.task.prepare(collate(arrays, rows.lengths, idx, rows.pad_id)), self.d.device)
+            prepared = self.task.prepare(collate(arrays, rows.lengths, idx, rows.pad_id))
+            inputs = to_device(drop_full_mask(prepared, rows.lengths[idx]), self.d.device)
             outputs = self.task.forward(engine, inputs)
             loss = outputs.loss if self.loss_hook is None else self.loss_hook(s.step + 1, outputs.loss)
             bad += ~torch.isfinite(loss.detach())
@@ -289,6 +282,7 @@ class Trainer:
         summary = {"mode": c.mode, "steps": s.step, "total_steps": self.total, "finished": s.step >= self.total,
                    "best_dev_em": s.best_em, "best_checkpoint": s.best_tag, "last_dev": self.last_eval,
                    "world_size": self.d.world_size, "precision": c.run.precision,
+                   "zero_stage": ds_config.zero_stage(self.ds), "compiled": bool(self.engine.is_compiled),
                    "skipped_steps": self.engine.skipped_steps, "windows_per_step": c.optim.global_batch_size,
                    "train_files": getattr(self.task, "train_counts", None),
                    "auto_resolved": self.auto_resolved,  # the recipe's "auto" lengths and how they were chosen
