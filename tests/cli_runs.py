@@ -52,3 +52,15 @@ def train_script(hooks: dict, overrides: list, ranks: int | None, cwd: Path, env
                  check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     """Train through `train_script.py` (a loss hook, the engine's dev logits; see there)."""
     return launch(TRAIN_SCRIPT, [json.dumps(hooks), *overrides], ranks, cwd, env, check, timeout)
+
+
+def sample_workdir(root: Path, train_paragraphs: int = 6) -> Path:
+    """``root`` with the sample data (``root/data``: one dev and one test paragraph) and a character
+    vocabulary of its corpus (``root/tok``): what the small training runs of the tests read."""
+    from qa_scale import synthetic
+    from qa_scale.data.tokenization import build_char_vocab
+
+    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=train_paragraphs, dev_paragraphs=1,
+                                                       test_paragraphs=1), root / "data")
+    build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
+    return root

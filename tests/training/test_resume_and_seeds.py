@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runs import train_script
+from cli_runs import sample_workdir, train_script
 
-from qa_scale import synthetic
 from qa_scale.training import checkpoint
 from qa_scale.training.checkpoint import tag_of
 from qa_scale.training.export import consolidated_state_dict
@@ -92,12 +91,7 @@ def test_a_half_precision_checkpoint_loads_as_fp32_master_weights(tmp_path):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=6, dev_paragraphs=1, test_paragraphs=1),
-                                root / "data")
-    from qa_scale.data.tokenization import build_char_vocab
-    build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
-    return root
+    return sample_workdir(tmp_path_factory.mktemp("resume"))
 
 
 def overrides(root: Path, out: str, **extra) -> list[str]:

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runs import train_script
+from cli_runs import sample_workdir, train_script
 
-from qa_scale import synthetic
 from qa_scale.data.batches import collate, drop_full_mask
 from qa_scale.modeling.model import tiny_bert_config
 from qa_scale.training.checkpoint import tag_of
@@ -130,12 +129,7 @@ def test_the_zero0_template_resolves_to_stage_0():
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("levers")
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=6, dev_paragraphs=1, test_paragraphs=1),
-                                root / "data")
-    from qa_scale.data.tokenization import build_char_vocab
-    build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
-    return root
+    return sample_workdir(tmp_path_factory.mktemp("levers"))
 
 
 def overrides(root: Path, out: str, **extra) -> list[str]:
