@@ -149,6 +149,23 @@ def test_check_data_reports_lengths_and_the_ceiling_at_auto(sample, capsys):
     assert "expected a whole number" in capsys.readouterr().err
 
 
+def test_check_data_measures_the_windows_a_recipe_with_question_len_auto_would_cut(sample, capsys):
+    base = ["check-data", str(sample / "squad_dev.json"), "--tokenizer", str(sample / "tok"), "--max-seq-len", "128",
+            "--doc-overlap", "32", "--json"]
+    assert main([*base, "--max-question-len", "auto"]) == 0
+    auto = json.loads(capsys.readouterr().out)
+    chosen = auto["question_lengths"]["auto"]["value"]
+    assert auto["windows"]["max_question_len"] == chosen and auto["windows"]["max_question_len_given"] == "auto"
+    assert main([*base, "--max-question-len", str(chosen)]) == 0  # the same as giving that number
+    fixed = json.loads(capsys.readouterr().out)
+    assert fixed["windows"]["max_question_len_given"] == chosen
+    assert {k: v for k, v in fixed.items() if k != "windows"} == {k: v for k, v in auto.items() if k != "windows"}
+    assert main(base[:-1] + ["--max-question-len", "auto"]) == 0
+    assert f"longer than {chosen} (auto) are cut" in capsys.readouterr().out
+    assert main([*base, "--max-question-len", "126"]) == 2  # no room left for context: refused, not a traceback
+    assert "leaves no room for context" in capsys.readouterr().err
+
+
 def test_train_saves_the_auto_lengths_as_numbers(sample, tmp_path):
     """config.yaml beside the model holds numbers (predict/answer/serve read it); the summary says how they came."""
     import yaml

@@ -113,13 +113,13 @@ def data_arguments(p: argparse.ArgumentParser) -> None:
                    help="input format (default: from the file's keys)")
 
 
-def windows_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """The tokenizer and the window settings."""
+def windows_arguments(p: argparse.ArgumentParser, required: bool = True, config: type | None = None) -> None:
+    """The tokenizer and the window settings (the fields of ``config``, default :class:`WindowConfig`)."""
     from ..data.windows import WindowConfig
 
     p.add_argument("--tokenizer", required=required,
                    help="vocab.txt, tokenizer/model directory, or hub name (from the local cache when offline)")
-    add_arguments(p, WindowConfig, "window settings")
+    add_arguments(p, config or WindowConfig, "window settings")
 
 
 def json_arguments(p: argparse.ArgumentParser, out: bool = True) -> None:

@@ -38,6 +38,8 @@ def check_data(path: str | os.PathLike, tok: PreTrainedTokenizerBase, config: Wi
     """``qa-scale check-data``: the validation report and the oracle ceiling of ``config`` on a file.
 
     Args:
+        config: the window settings; a ``max_question_len`` of ``"auto"`` (a recipe's
+            :class:`~qa_scale.training.recipe.WindowSection`) becomes what training would choose on this file.
         max_answer_len: the decoder's limit the ceiling is measured at, or ``"auto"``: what
             ``decode.max_answer_len: auto`` chooses from this file's answers.
 
@@ -51,19 +53,23 @@ def check_data(path: str | os.PathLike, tok: PreTrainedTokenizerBase, config: Wi
 
     ds = data.load(path, mode=mode, fmt=fmt)
     report = ds.report.to_dict()
-    result = {"data": report, "windows": {**vars(config), "stride": config.stride()}}
+    n_special = Template.of(tok).n_special
+    q_lengths = question_token_lengths(ds.examples, tok)
+    questions = auto_max_question_len(q_lengths, config, n_special)
+    given_question_len = config.max_question_len
+    if given_question_len == "auto":
+        config = WindowConfig(**{**vars(config), "max_question_len": questions["value"]})
+    result = {"data": report, "windows": {**vars(config), "stride": config.stride(),
+                                          "max_question_len_given": given_question_len}}
     text = [f"{path}: {report['examples_kept']}/{report['questions_read']} examples kept, "
             f"{report['answers_repaired']} answers repaired, {report['answers_dropped']} dropped, "
             f"{report['examples_dropped']} examples dropped"]
     text += [f"  {k}: {v}" for k, v in report["problems"].items()]
-    n_special = Template.of(tok).n_special
-    q_lengths = question_token_lengths(ds.examples, tok)
-    questions = auto_max_question_len(q_lengths, config, n_special)
     result["question_lengths"] = {**_lengths_entry(questions),
                                   "longer_than_max_question_len": int((q_lengths > config.max_question_len).sum())}
     lines = [_lengths_text("question lengths", "data.windows.max_question_len", questions)
-             + f"; {result['question_lengths']['longer_than_max_question_len']} longer than {config.max_question_len} "
-               "are cut"]
+             + f"; {result['question_lengths']['longer_than_max_question_len']} longer than {config.max_question_len}"
+               + (" (auto)" if given_question_len == "auto" else "") + " are cut"]
     if not ds.has_answers:
         text += lines
         text.append("no answers in this file: oracle fidelity skipped")
