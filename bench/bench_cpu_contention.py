@@ -13,7 +13,8 @@ scheduler time slice. This bench measures that, like for like:
   set as ``qa-scale answer``/``serve`` set them (``ReaderOptions.prepare_process`` before torch
   loads): ``old`` — the path before issue 20: ``--cpu-wait default`` (OpenMP's own long spin before
   sleeping), one thread per core, 32 windows per forward, fp32; ``new`` — the defaults now:
-  ``--cpu-wait short`` and ``--compute auto`` (bf16 on a CPU with AMX); and the variants in ``SETTINGS``;
+  ``--cpu-wait short``, ``--compute auto`` (bf16 on a CPU with AMX or AVX-512 BF16) and ``--batch-size 128``;
+  and the variants in ``SETTINGS``;
 * machines: ``quiet`` (nothing else started by the bench) and ``busy`` (``--hogs`` processes, each a
   torch matrix-multiply loop with its default threads, started before and stopped after);
 * each (setting, machine) pair is timed ``--repeats`` times after one untimed warm-up call in the
@@ -42,11 +43,14 @@ from record import emit, header
 HERE = Path(__file__).resolve().parent
 SETTINGS = {  # name → ReaderOptions fields: CPU thread waits, thread count, batch size, forward dtype
     "old": {"cpu_wait": "default", "threads": "auto", "batch_size": 32, "compute": "fp32"},  # before issue 20
-    "new": {"cpu_wait": "short", "threads": "auto", "batch_size": 32, "compute": "auto"},  # qa-scale's defaults now
+    "new": {"cpu_wait": "short", "threads": "auto", "batch_size": 128, "compute": "auto"},  # qa-scale's defaults now
     "short_fp32": {"cpu_wait": "short", "threads": "auto", "batch_size": 32, "compute": "fp32"},
     "passive": {"cpu_wait": "passive", "threads": "auto", "batch_size": 32, "compute": "fp32"},
     "passive_1thread": {"cpu_wait": "passive", "threads": 1, "batch_size": 32, "compute": "fp32"},
     "short_batch128": {"cpu_wait": "short", "threads": "auto", "batch_size": 128, "compute": "fp32"},
+    "passive_bf16": {"cpu_wait": "passive", "threads": "auto", "batch_size": 32, "compute": "bf16"},
+    "short_bf16": {"cpu_wait": "short", "threads": "auto", "batch_size": 32, "compute": "bf16"},
+    "passive_bf16_batch128": {"cpu_wait": "passive", "threads": "auto", "batch_size": 128, "compute": "bf16"},
 }
 HOG = ("import torch, time\n"
        "a = torch.randn(256, 256)\n"

@@ -68,7 +68,7 @@ def load_readers(model_dirs: list[Path], batch_size: int):
     if "options" in inspect.signature(load_panel).parameters:  # the typed-options form
         from qa_scale.inference.options import ReaderOptions
 
-        # fp32, as the 4.x pipeline computes: like for like (answer/serve default to bf16 on AMX CPUs)
+        # fp32, as the 4.x pipeline computes: like for like (answer/serve default to bf16 on CPUs with bf16 units)
         panel = load_panel(models, options=ReaderOptions(device="cpu", batch_size=batch_size, compute="fp32"))
     else:
         panel = load_panel(models, device="cpu", batch_size=batch_size)

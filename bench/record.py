@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from qa_scale.runtime.cpu import cpu_has_amx_bf16
+from qa_scale.runtime.cpu import cpu_bf16_matmul
 
 
 def header(benchmark: str, **versions: str) -> dict:
@@ -20,13 +20,13 @@ def header(benchmark: str, **versions: str) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
-                    "cpu": _cpu_model(), "amx_bf16": cpu_has_amx_bf16(), "python": platform.python_version(),
+                    "cpu": _cpu_model(), "bf16_matmul": cpu_bf16_matmul(), "python": platform.python_version(),
                     **versions},
     }
 
 
 def _cpu_model() -> str | None:
-    """The CPU's model name from /proc/cpuinfo (Linux; None elsewhere): figures differ by CPU, and by AMX."""
+    """The CPU's model name from /proc/cpuinfo (Linux; None elsewhere): figures differ by CPU."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from qa_scale.runtime.cpu import cpu_has_amx_bf16, prepare_cpu
+from qa_scale.runtime.cpu import cpu_bf16_matmul, prepare_cpu
 
 PROBE = ("import os, sys\n"
-         "from qa_scale.runtime.cpu import cpu_has_amx_bf16, prepare_cpu\n"
+         "from qa_scale.runtime.cpu import cpu_bf16_matmul, prepare_cpu\n"
          "prepare_cpu(sys.argv[1], sys.argv[2])\n"
          "import torch\n"
          "print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads(), os.environ.get('GOMP_SPINCOUNT'))\n")
@@ -46,10 +46,12 @@ def test_too_late_changes_nothing_and_a_bad_policy_is_refused(monkeypatch):
         prepare_cpu("sleepy")
 
 
-def test_amx_is_read_from_the_cpu_flags(tmp_path):
+def test_bf16_units_are_read_from_the_cpu_flags(tmp_path):
     info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n", encoding="utf-8")
-    assert not cpu_has_amx_bf16(str(info))  # avx512_bf16 alone does not count, nor amx_tile
-    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile\n", encoding="utf-8")
-    assert cpu_has_amx_bf16(str(info))
-    assert not cpu_has_amx_bf16(str(tmp_path / "none"))  # no such file (not Linux): fp32
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_tile avx512_vnni\n", encoding="utf-8")
+    assert cpu_bf16_matmul(str(info)) is None  # no bf16 instructions: amx_tile or VNNI alone do not count
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n", encoding="utf-8")
+    assert cpu_bf16_matmul(str(info)) == "avx512_bf16"  # Cooper Lake, AMD Zen 4
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n", encoding="utf-8")
+    assert cpu_bf16_matmul(str(info)) == "amx_bf16"
+    assert cpu_bf16_matmul(str(tmp_path / "none")) is None  # no such file (not Linux): fp32

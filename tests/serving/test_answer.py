@@ -125,13 +125,13 @@ def test_a_recipe_stands_for_its_models_and_weights(work, tmp_path):
 
 
 @pytest.mark.parametrize("amx", [True, False])
-def test_auto_compute_answers_in_bf16_on_an_amx_cpu_and_predict_stays_fp32(work, monkeypatch, amx):
+def test_auto_compute_answers_in_bf16_on_a_cpu_with_bf16_units_and_predict_stays_fp32(work, monkeypatch, amx):
     import torch
 
     from qa_scale.inference.reader import resolve_compute
     from qa_scale.runtime import cpu
 
-    monkeypatch.setattr(cpu, "cpu_has_amx_bf16", lambda: amx)
+    monkeypatch.setattr(cpu, "cpu_bf16_matmul", lambda: "amx_bf16" if amx else None)
     want = "bf16" if amx else "fp32"
     assert resolve_compute("auto", "cpu", record=False) == want
     assert resolve_compute("auto", "cpu", record=True) == "fp32"  # a store is the same on any machine

@@ -32,16 +32,17 @@ class ReaderOptions:
     compute: Compute = option(
         "auto", "dtype of the forward pass. auto: fp32 for predict (a store is a record: the same bits on any "
                 "machine); bf16 for answer and serve where the device multiplies bf16 natively (a CUDA GPU with "
-                "bf16, a CPU with AMX), else fp32. bf16/fp16 for GPUs; bf16 also runs on CPUs")
+                "bf16, a CPU with AMX or AVX-512 BF16), else fp32. bf16/fp16 for GPUs; bf16 also runs on CPUs")
     batch_size: int | Literal["auto"] = option(
-        32, "windows per forward pass (per rank under the launcher); predict also takes 'auto': the largest that "
-            "fits in memory, one process only", ge=1)
+        128, "windows per forward pass (per rank under the launcher): fewer, larger passes, which matters most on "
+             "shared CPU cores (bench/bench_cpu_contention.py); predict also takes 'auto': the largest that fits in "
+             "memory, one process only", ge=1)
     threads: int | Literal["auto"] = option(
         "auto", "CPU threads of the forward pass (auto: torch's choice, one per core or a rank's share)", ge=1)
     cpu_wait: Literal["short", "passive", "default"] = option(
-        "short", "how waiting CPU threads wait: short (spin briefly, then sleep: ~4x faster when other processes "
-                 "share the cores, 5-10%% slower on an idle machine), passive (sleep at once: a little faster still "
-                 "when shared, ~1.45x slower when idle) or default (OpenMP's long spin). OMP_WAIT_POLICY or "
+        "short", "how waiting CPU threads wait: short (spin briefly, then sleep: ~2x faster than default when other "
+                 "processes share the cores, no slower on an idle machine), passive (sleep at once: faster still when "
+                 "shared, 6-17%% slower when idle) or default (OpenMP's long spin). OMP_WAIT_POLICY or "
                  "GOMP_SPINCOUNT in the environment wins")
     windows: Mapping[str, Any] = field(default_factory=dict, metadata={
         "flag": False, "help": "WindowConfig fields over each model's training config"})

@@ -187,7 +187,8 @@ def torch_dtype(compute: str) -> "torch.dtype":
 def resolve_compute(compute: str, device, record: bool) -> str:
     """The dtype ``compute`` stands for on ``device``: ``auto`` is fp32 where the output is a record
     (``predict``'s stores: the same bits on any machine), else bf16 where the device multiplies bf16
-    natively (a CUDA GPU with bf16, a CPU with AMX), else fp32; any other value is itself."""
+    natively (a CUDA GPU with bf16, a CPU with AMX or AVX-512
+    BF16), else fp32; any other value is itself."""
     if compute != "auto":
         return compute
     if record:
@@ -198,9 +199,9 @@ def resolve_compute(compute: str, device, record: bool) -> str:
     if kind == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if kind == "cpu":
-        from ..runtime.cpu import cpu_has_amx_bf16
+        from ..runtime.cpu import cpu_bf16_matmul
 
-        return "bf16" if cpu_has_amx_bf16() else "fp32"
+        return "bf16" if cpu_bf16_matmul() else "fp32"
     return "fp32"
 
 

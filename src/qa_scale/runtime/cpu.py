@@ -4,11 +4,12 @@ A reader's forward pass is many small operations, each an OpenMP parallel region
 at a barrier. OpenMP's default is to spin there for a while before sleeping. On an idle machine
 that costs little; when other processes want the same cores (a training run, a test suite), a
 spinning thread takes the core from the thread it waits for, and every region can cost a scheduler
-time slice. Measured (``bench/bench_cpu_contention.py``, two busy neighbours): sleeping at once
-(``passive``) answered about 4.6× faster than OpenMP's default but 1.45× slower on an idle machine;
+time slice. Measured (``bench/bench_cpu_contention.py``, two busy neighbours, fp32, 2 cores):
 spinning briefly, then sleeping (``short``: 10,000 spins, libgomp's ``GOMP_SPINCOUNT``; torch's
-Linux wheels use libgomp) about 4.1× faster when busy at 5–10% when idle. OpenMP reads its
-environment once, when torch loads, so this module sets it before; it imports nothing heavy.
+Linux wheels use libgomp) answered 1.9–2.2× faster than OpenMP's default and no slower idle;
+sleeping at once (``passive``) faster still when busy, but 6–17% slower on an idle machine (up to
+1.45× on an older Intel machine). OpenMP reads its environment once, when torch loads, so this
+module sets it before; it imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -55,19 +56,26 @@ def omp_environment() -> dict:
     return {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
 
 
-def cpu_has_amx_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX: the ``amx_bf16`` flag).
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of bf16 matrix instructions, best first
 
-    There bf16 forward passes run 2.2–2.6× faster than fp32 (a demo reader, 1 and 2 threads,
-    measured on this project's 2-core machines); without AMX oneDNN's bf16 is not reliably faster,
-    so only AMX counts. Read from ``/proc/cpuinfo`` (Linux); elsewhere: False. Torch exposes this
-    only through private functions, hence the file.
+
+def cpu_bf16_matmul(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The flag of this CPU's bf16 matrix instructions (``amx_bf16`` or ``avx512_bf16``), None without.
+
+    oneDNN runs bf16 matrix products on either: Intel AMX tiles (Sapphire Rapids on), or AVX-512 BF16
+    dot products (Cooper Lake, AMD Zen 4 on). Measured on this project's 2-core machines, a demo
+    reader's forward pass runs 2.2–2.6× faster in bf16 than fp32 with AMX, and 2.2–2.7× with AVX-512
+    BF16 (an AMD EPYC, 1 and 2 threads, batches of 32 and 128; a bert-base shape 2.3×). Without
+    either, bf16 is emulated and no faster, so ``auto`` stays fp32 there. Read from
+    ``/proc/cpuinfo`` (Linux); elsewhere: None. Torch exposes this only through private functions,
+    hence the file.
     """
     try:
         with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
+                    flags = set(line.split())
+                    return next((f for f in BF16_FLAGS if f in flags), None)
     except OSError:
         pass
-    return False
+    return None
