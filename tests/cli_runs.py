@@ -54,13 +54,19 @@ def train_script(hooks: dict, overrides: list, ranks: int | None, cwd: Path, env
     return launch(TRAIN_SCRIPT, [json.dumps(hooks), *overrides], ranks, cwd, env, check, timeout)
 
 
-def sample_workdir(root: Path, train_paragraphs: int = 6) -> Path:
-    """``root`` with the sample data (``root/data``: one dev and one test paragraph) and a character
-    vocabulary of its corpus (``root/tok``): what the small training runs of the tests read."""
+def sample_files(root: Path, train_paragraphs: int = 6, dev_paragraphs: int = 1, seed: int = 0) -> dict:
+    """Sample data in ``root/data`` (one test paragraph) and a character vocabulary of its corpus in
+    ``root/tok``: the files of :func:`qa_scale.synthetic.write_all` by key, and ``"tok"``."""
     from qa_scale import synthetic
     from qa_scale.data.tokenization import build_char_vocab
 
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=train_paragraphs, dev_paragraphs=1,
-                                                       test_paragraphs=1), root / "data")
+    paths = synthetic.write_all(synthetic.SampleConfig(seed=seed, train_paragraphs=train_paragraphs,
+                                                       dev_paragraphs=dev_paragraphs, test_paragraphs=1), root / "data")
     build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
+    return {**paths, "tok": root / "tok"}
+
+
+def sample_workdir(root: Path, train_paragraphs: int = 6) -> Path:
+    """``root`` with :func:`sample_files` (one dev paragraph): what the small training runs of the tests read."""
+    sample_files(root, train_paragraphs)
     return root

@@ -12,16 +12,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qa_scale import synthetic
 from qa_scale.cli import main
-from qa_scale.data.tokenization import build_char_vocab
 from qa_scale.ensemble.combine import ensemble, mean_logits, normalise
 from qa_scale.ensemble.distill import span_kl, teacher_logits, teacher_members
 from qa_scale.evaluation.decode import decode
 from qa_scale.inference.logits_store import open_store
 from qa_scale.runtime.distributed import single
 from qa_scale.training.recipe import DistillSection, load_recipe
-from cli_runs import qa_scale
+from cli_runs import qa_scale, sample_files
 from reader_runs import TINY, group_env_restored, make_readers, refused, save_reader
 
 WINDOWS = ["--max-seq-len", "64", "--max-question-len", "24", "--doc-overlap", "16"]
@@ -118,9 +116,7 @@ def test_distillation_needs_all_windows_and_stores():
 def world(tmp_path_factory):
     """Sample data, a vocabulary, a teacher reader and its store of the *training* file."""
     root = tmp_path_factory.mktemp("distill_world")
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=3, dev_paragraphs=2, test_paragraphs=1),
-                                root / "data")
-    build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
+    paths = sample_files(root, train_paragraphs=3, dev_paragraphs=2)
     teacher = save_reader(root / "teacher", root / "tok", seed=5, windows=RECIPE_WINDOWS)
     other = save_reader(root / "other", root / "tok", seed=6, windows=RECIPE_WINDOWS)
     with group_env_restored():

@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qa_scale import data, synthetic
-from qa_scale.data.tokenization import build_char_vocab
+from cli_runs import sample_files
+
+from qa_scale import data
+from qa_scale.data.tokenization import load_tokenizer
 from qa_scale.data.windows import WindowConfig, build_windows
 from qa_scale.ensemble.weight_search import SearchSettings, search_weights, split_ids
 from qa_scale.evaluation.decode import decode
@@ -22,9 +24,8 @@ HOLDOUT = 0.3
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory):
     root = tmp_path_factory.mktemp("weights")
-    paths = synthetic.write_all(synthetic.SampleConfig(seed=2, train_paragraphs=1, dev_paragraphs=20,
-                                                       test_paragraphs=1), root / "data")
-    tok = build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
+    paths = sample_files(root, train_paragraphs=1, dev_paragraphs=20, seed=2)
+    tok = load_tokenizer(paths["tok"])
     examples = data.load(paths["squad_dev"], "lenient").examples
     ws = build_windows(examples, tok, WindowConfig(max_seq_len=128, max_question_len=32, doc_overlap=32))
     return {"root": root, "examples": examples, "ws": ws, "references": data.load_references(paths["squad_dev"])}

@@ -102,12 +102,9 @@ def test_cold_cache_two_ranks_build_once_and_read_the_same_windows(tmp_path):
     starts in a row, no failure, identical window fingerprints on both ranks."""
     import subprocess
 
-    from qa_scale import synthetic
-    from qa_scale.data.tokenization import build_char_vocab
+    from cli_runs import sample_files
 
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=20, dev_paragraphs=5, test_paragraphs=1),
-                                tmp_path / "data")
-    build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), tmp_path / "tok", vocab_size=2000)
+    paths = sample_files(tmp_path, train_paragraphs=20, dev_paragraphs=5)
     script = tmp_path / "ranks.py"
     script.write_text(RANK_SCRIPT, encoding="utf-8")
     seen = set()
@@ -162,12 +159,9 @@ def test_no_host_sync_per_micro_step(tmp_path):
     import subprocess
     import sys
 
-    from qa_scale import synthetic
-    from qa_scale.data.tokenization import build_char_vocab
+    from cli_runs import sample_files
 
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=12, dev_paragraphs=1, test_paragraphs=1),
-                                tmp_path / "data")
-    build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), tmp_path / "tok", vocab_size=2000)
+    paths = sample_files(tmp_path, train_paragraphs=12)
     script = tmp_path / "count.py"
     script.write_text(SYNC_SCRIPT, encoding="utf-8")
     overrides = [f"model.tokenizer={tmp_path / 'tok'}", "model.tiny={hidden_size: 32, num_hidden_layers: 2, "

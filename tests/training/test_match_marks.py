@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runs import qa_scale
+from cli_runs import qa_scale, sample_files
 from conftest import window_examples as examples
 
-from qa_scale import synthetic
-from qa_scale.data.tokenization import build_char_vocab
 from qa_scale.data.window_store import load_windows
 from qa_scale.data.windows import MATCH_TYPE, WindowConfig, build_windows
 from qa_scale.inference import logits_store
@@ -71,9 +69,7 @@ def test_marks_need_full_fine_tuning(tmp_path):
 
 @pytest.mark.slow
 def test_a_reader_trained_with_marks_predicts_with_them(tmp_path):
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=4, dev_paragraphs=2, test_paragraphs=1),
-                                tmp_path / "data")
-    build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), tmp_path / "tok", vocab_size=3000)
+    paths = sample_files(tmp_path, train_paragraphs=4, dev_paragraphs=2)
     run = tmp_path / "run"
     qa_scale(["train", f"model.tokenizer={tmp_path / 'tok'}", "model.tiny={hidden_size: 32, num_hidden_layers: 2, "
               "num_attention_heads: 2, intermediate_size: 64}", f"data.train_file={paths['squad_train']}",

@@ -5,17 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_runs import qa_scale
+from cli_runs import qa_scale, sample_files
 
-from qa_scale import synthetic
-from qa_scale.data.tokenization import build_char_vocab
 
 
 @pytest.mark.slow
 def test_a_run_trains_on_two_formats_at_once(tmp_path):
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=8, dev_paragraphs=2, test_paragraphs=1),
-                                tmp_path / "data")
-    build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), tmp_path / "tok", vocab_size=2000)
+    paths = sample_files(tmp_path, train_paragraphs=8, dev_paragraphs=2)
     clash = json.loads(paths["squad_dev"].read_text("utf-8"))
     clash["data"][0]["paragraphs"][0]["qas"][0]["id"] = "0"  # HW7 numbers its questions from 0 too
     (tmp_path / "extra.json").write_text(json.dumps(clash, ensure_ascii=False), encoding="utf-8")

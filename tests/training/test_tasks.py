@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from qa_scale import synthetic
-from qa_scale.data.tokenization import build_char_vocab
+from cli_runs import sample_files
+
+from qa_scale.data.tokenization import load_tokenizer
 from qa_scale.runtime.distributed import single
 from qa_scale.training import tasks
 from qa_scale.training.recipe import load_recipe
 
 
 def test_random_windows_are_cut_once_per_epoch(tmp_path, monkeypatch):
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=3, dev_paragraphs=1, test_paragraphs=1),
-                                tmp_path / "data")
-    tok = build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), tmp_path / "tok", vocab_size=2000)
+    paths = sample_files(tmp_path, train_paragraphs=3)
+    tok = load_tokenizer(paths["tok"])
     config = load_recipe(None, ["model.tiny={}", f"model.tokenizer={tmp_path / 'tok'}",
                                 f"data.train_file={paths['squad_train']}", "data.strategy=random_answer",
                                 "data.windows.max_seq_len=64", "data.windows.max_question_len=16",

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runs import BIN, clean_env, qa_scale, train_script
+from cli_runs import BIN, clean_env, qa_scale, sample_files, train_script
 
-from qa_scale import synthetic
 from qa_scale.training.checkpoint import FAULT_ENV, tag_of
 from qa_scale.training.export import consolidated_state_dict
 
@@ -26,10 +25,7 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    paths = synthetic.write_all(synthetic.SampleConfig(train_paragraphs=12, dev_paragraphs=3, test_paragraphs=1),
-                                  root / "data")
-    from qa_scale.data.tokenization import build_char_vocab
-    build_char_vocab(paths["corpus"].read_text("utf-8").splitlines(), root / "tok", vocab_size=3000)
+    sample_files(root, train_paragraphs=12, dev_paragraphs=3)
     return root
 
 
