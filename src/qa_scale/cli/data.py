@@ -17,10 +17,10 @@ def _limit_or_auto(text: str) -> int | str:
 
 
 def _check_data_arguments(p: argparse.ArgumentParser) -> None:
-    from ..training.recipe import WindowSection
+    from ..workflows.check_data import CheckWindows
 
     data_arguments(p)
-    windows_arguments(p, config=WindowSection)  # a recipe's window settings: --max-question-len also auto
+    windows_arguments(p, config=CheckWindows)  # --max-question-len also auto, as in a recipe
     p.add_argument("--max-answer-len", type=_limit_or_auto, default=30,
                    help="decoder limit in tokens that the ceiling is measured at; longer gold answers are counted. "
                         "auto: what a recipe's decode.max_answer_len: auto would choose from this file's answers "
@@ -33,10 +33,10 @@ def _check_data_arguments(p: argparse.ArgumentParser) -> None:
                      "n-best decoder, scored with EM/F1.")
 def check_data(args: argparse.Namespace) -> int:
     from ..data.tokenization import load_tokenizer
-    from ..training.recipe import WindowSection
+    from ..workflows.check_data import CheckWindows
     from ..workflows.check_data import check_data as run
 
-    result, text = run(args.data, load_tokenizer(args.tokenizer), from_arguments(WindowSection, args),
+    result, text = run(args.data, load_tokenizer(args.tokenizer), from_arguments(CheckWindows, args),
                        args.mode, args.fmt, args.max_answer_len)
     emit(result, args, text)
     return 0

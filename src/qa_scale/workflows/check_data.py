@@ -11,12 +11,24 @@ choose on this file (:func:`qa_scale.training.recipe.auto_max_answer_len`,
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from ..common.settings import option
 from ..data.windows import WindowConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class CheckWindows(WindowConfig):
+    """The window settings check-data measures: ``max_question_len`` may be ``auto``, as in a recipe
+    (``training.recipe.WindowSection``; not imported here, so that building the CLI stays light)."""
+
+    max_question_len: int | Literal["auto"] = option(
+        64, "question tokens kept; longer questions are truncated. auto: what a recipe's "
+            "data.windows.max_question_len: auto would choose from this file's questions", ge=1)
 
 
 def _lengths_entry(choice: dict) -> dict:
@@ -38,8 +50,8 @@ def check_data(path: str | os.PathLike, tok: PreTrainedTokenizerBase, config: Wi
     """``qa-scale check-data``: the validation report and the oracle ceiling of ``config`` on a file.
 
     Args:
-        config: the window settings; a ``max_question_len`` of ``"auto"`` (a recipe's
-            :class:`~qa_scale.training.recipe.WindowSection`) becomes what training would choose on this file.
+        config: the window settings; a ``max_question_len`` of ``"auto"`` (:class:`CheckWindows`) becomes
+            what training would choose on this file.
         max_answer_len: the decoder's limit the ceiling is measured at, or ``"auto"``: what
             ``decode.max_answer_len: auto`` chooses from this file's answers.
 
