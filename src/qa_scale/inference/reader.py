@@ -187,8 +187,8 @@ def torch_dtype(compute: str) -> "torch.dtype":
 def resolve_compute(compute: str, device, record: bool) -> str:
     """The dtype ``compute`` stands for on ``device``: ``auto`` is fp32 where the output is a record
     (``predict``'s stores: the same bits on any machine), else bf16 where the device multiplies bf16
-    natively (a CUDA GPU with bf16, a CPU with AMX or AVX-512
-    BF16), else fp32; any other value is itself."""
+    natively (a CUDA GPU with bf16, a CPU with AMX or AVX-512 BF16), else fp32; any other value is
+    itself."""
     if compute != "auto":
         return compute
     if record:
