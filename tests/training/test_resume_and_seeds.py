@@ -147,3 +147,19 @@ def test_a_resume_from_an_earlier_step_saves_the_redone_steps_and_nothing_picks_
     assert summary["steps"] == 8
     steps = [json.loads(x)["step"] for x in (ckpts.parent / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))
+
+
+def test_a_fresh_run_in_a_folder_of_another_run_saves_and_logs_its_own_steps(workdir):
+    """``run.resume`` unset over a finished run: its committed checkpoints are moved aside, so the new run's
+    saves are not skipped (the export would take the old weights) and its log holds only the new steps."""
+    run = workdir / "again"
+    for seed in (1, 2):
+        train_script({}, overrides(workdir, "again", **{"optim.max_steps": 4, "run.seed": seed}), None, workdir)
+    train_script({}, overrides(workdir, "clean2", **{"optim.max_steps": 4, "run.seed": 2}), None, workdir)
+    (aside,) = (run / "checkpoints").glob("abandoned-after-step-00000000-*")
+    assert sorted(p.name for p in aside.glob("step-*")) == [tag_of(4)]
+    new, clean = (consolidated_state_dict(r / "checkpoints", tag_of(4)) for r in (run, workdir / "clean2"))
+    old = consolidated_state_dict(aside, tag_of(4))
+    assert all(torch.equal(new[k], clean[k]) for k in clean) and not all(torch.equal(new[k], old[k]) for k in old)
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]

@@ -153,7 +153,7 @@ def abandon_later(ckpt_dir: Path, step: int) -> list[str]:
     ensure_dir(dest)
     for tag in later:
         (ckpt_dir / tag).rename(dest / tag)  # output-layer: our committed checkpoints, moved aside whole (same disk)
-    log.warning("resuming from %s: moved the %d later checkpoint(s) of the abandoned run (%s) to %s",
+    log.warning("training from %s: moved the %d later checkpoint(s) of an abandoned or earlier run (%s) to %s",
                 tag_of(step), len(later), ", ".join(later), dest)
     return later
 

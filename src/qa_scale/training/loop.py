@@ -127,15 +127,19 @@ class Trainer:
         self.logged_steps, self.last_eval = 0, None
 
     def resume(self) -> None:
+        """Load the checkpoint ``run.resume`` names, or start at step 0; either way, the log rows and committed
+        checkpoints of later steps (an abandoned future, or another run in this folder) are moved out of the way:
+        :func:`checkpoint.save` skips a step already committed, so they would pass for this run's weights."""
         tag = checkpoint.find(self.ckpt_dir, self.run_cfg.resume) if self.run_cfg.resume else None
         if tag:
             client = checkpoint.load(self.engine, self.ckpt_dir, tag, self.d.rank, self.d.world_size)
             self.state = TrainState(**client["qa_scale"])
-            if self.d.main:
-                truncate_log(self.out, self.state.step)
-                checkpoint.abandon_later(self.ckpt_dir, self.state.step)  # so that redone steps are saved
+        if self.d.main:
+            truncate_log(self.out, self.state.step)
+            checkpoint.abandon_later(self.ckpt_dir, self.state.step)  # so that redone steps are saved
+            if tag:
                 log.info("resumed from %s (step %d)", tag, self.state.step)
-            distributed.barrier()  # no rank looks at the checkpoints before they are moved aside
+        distributed.barrier()  # no rank looks at the checkpoints before they are moved aside
 
     def write_run_files(self) -> None:
         if self.d.main:
