@@ -371,7 +371,7 @@ def recipe_inputs(config: TrainConfig) -> list[Path]:
 
 
 def truncate_log(out: Path, step: int) -> None:
-    """After a resume, drop log rows of steps that are about to be redone."""
+    """Before training from ``step`` (a resume, or 0 for a fresh start), drop the log rows of later steps."""
     path = out / "metrics.jsonl"
     if path.exists():
         lines = read_text(path).splitlines()
