@@ -183,6 +183,14 @@ def test_tests_mirror_the_package():
     assert loose == ["test_gpu.py", "test_layout.py", "test_readme.py"], loose  # the whole path / the project
 
 
+def test_the_files_run_first_exist():
+    """conftest's HEAVY_FIRST names test files; a renamed one would silently fall back to the end of the run."""
+    from conftest import HEAVY_FIRST
+
+    tests = Path(__file__).resolve().parent
+    assert [name for name in HEAVY_FIRST if not (tests / name).is_file()] == []
+
+
 READER_SIDE = ("inference", "serving", "ensemble")
 MAX_PARAMETERS = 6  # more, and a settings object is missing (ReaderOptions, StoreOptions, SearchSettings, …)
 

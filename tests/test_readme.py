@@ -28,7 +28,7 @@ MAX_LINES = 250
 LAUNCHERS = ("$(which qa-scale)", ".venv/bin/qa-scale")
 ENDS = {"&&", "||", "|", ";", "&", ">", ">>", "<", "2>", "2>&1"}
 FRESH_MACHINE = ("bash tools/setup_env.sh && .venv/bin/qa-scale demo --out demo",
-                 "bash tools/setup_env.sh && .venv/bin/python -m pytest -q")
+                 "bash tools/setup_env.sh && .venv/bin/python -m pytest -q -n 2 --dist loadfile")
 
 
 def fenced_lines(text: str) -> list[tuple[int, str]]:
