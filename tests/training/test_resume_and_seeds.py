@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 from cli_runs import sample_workdir, train_script
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qa_scale.training import checkpoint
 from qa_scale.training.checkpoint import tag_of
@@ -59,6 +61,60 @@ def test_resuming_from_an_earlier_step_moves_the_later_checkpoints_aside(tmp_pat
     assert len(list(ckpts.glob("abandoned-after-step-00000004-*"))) == 2
     checkpoint.prune(ckpts, keep=1, protect=set())  # pruning never reaches into the folders aside
     assert (aside / tag_of(8) / "shard.pt").exists()
+
+
+def fake_results(out: Path, steps, names=("model", "summary.json")) -> None:
+    """What a run's end writes beside its checkpoints; the summary says the step (``None``: no summary)."""
+    for name in names:
+        if name == "summary.json":
+            if steps is not None:
+                (out / name).write_text(steps if isinstance(steps, str) else json.dumps({"steps": steps}))
+        else:
+            (out / name).mkdir()
+            (out / name / "weights.bin").write_bytes(name.encode())
+
+
+def test_a_fresh_start_moves_the_export_and_summary_of_another_run_aside(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    fake_commit(ckpts, 4)
+    fake_results(tmp_path, 4, ("model", "adapter", "summary.json"))
+    assert checkpoint.abandon_later(ckpts, 0) == [tag_of(4), "model", "adapter", "summary.json"]
+    assert not any((tmp_path / name).exists() for name in ("model", "adapter", "summary.json"))
+    (aside,) = ckpts.glob("abandoned-after-step-00000000-*")
+    assert (aside / "model" / "weights.bin").read_bytes() == b"model"  # moved, not deleted
+    assert json.loads((aside / "summary.json").read_text()) == {"steps": 4}
+
+
+def test_the_results_of_the_step_resumed_from_or_an_earlier_one_stay(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    fake_commit(ckpts, 8)
+    fake_results(tmp_path, 8)  # a finished run resumed with --resume auto: nothing to redo, nothing moved
+    assert checkpoint.abandon_later(ckpts, 8) == []
+    (tmp_path / "summary.json").write_text(json.dumps({"steps": 4, "finished": False}))  # stopped at 4
+    assert checkpoint.abandon_later(ckpts, 8) == [] and (tmp_path / "model").exists()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.sets(st.sampled_from([4, 8, 12, 16]), max_size=4), torn=st.sets(st.sampled_from([4, 8, 12, 16])),
+       summary=st.one_of(st.none(), st.sampled_from([0, 4, 8, 12, 16]), st.sampled_from(["{", "[]", '{"steps": "x"}'])),
+       names=st.sets(st.sampled_from(["model", "adapter"])), start=st.sampled_from([0, 4, 8, 12, 16]))
+def test_after_moving_aside_nothing_later_than_the_start_is_left_and_nothing_is_lost(
+        tmp_path_factory, steps, torn, summary, names, start):
+    """Any folder of checkpoints (committed or torn), export and summary (readable or not), any start step:
+    what stays belongs to the start step or an earlier one, and every file is still somewhere."""
+    out = tmp_path_factory.mktemp("run")
+    ckpts = out / "checkpoints"
+    for step in sorted(steps | torn):
+        fake_commit(ckpts, step, committed=step in steps)
+    fake_results(out, summary, (*sorted(names), "summary.json"))
+    files = lambda: sorted(p.name for p in out.rglob("*") if p.is_file())  # noqa: E731
+    before = files()
+    checkpoint.abandon_later(ckpts, start)
+    assert files() == before
+    assert all(s <= start for s, _ in checkpoint.committed(ckpts))
+    left = [name for name in ("model", "adapter", "summary.json") if (out / name).exists()]
+    if left:  # a readable summary of an earlier (or this) step vouches for what is left
+        assert json.loads((out / "summary.json").read_text())["steps"] <= start
 
 
 def test_resuming_from_the_newest_moves_nothing(tmp_path):
@@ -153,11 +209,14 @@ def test_a_fresh_run_in_a_folder_of_another_run_saves_and_logs_its_own_steps(wor
     """``run.resume`` unset over a finished run: its committed checkpoints are moved aside, so the new run's
     saves are not skipped (the export would take the old weights) and its log holds only the new steps."""
     run = workdir / "again"
-    for seed in (1, 2):
-        train_script({}, overrides(workdir, "again", **{"optim.max_steps": 4, "run.seed": seed}), None, workdir)
+    first = {"run.export": "true", "run.clean_checkpoints": "none"}  # the first run leaves a model/ behind
+    for seed, extra in ((1, first), (2, {})):
+        train_script({}, overrides(workdir, "again", **{"optim.max_steps": 4, "run.seed": seed, **extra}), None, workdir)
     train_script({}, overrides(workdir, "clean2", **{"optim.max_steps": 4, "run.seed": 2}), None, workdir)
     (aside,) = (run / "checkpoints").glob("abandoned-after-step-00000000-*")
     assert sorted(p.name for p in aside.glob("step-*")) == [tag_of(4)]
+    # the second run exports nothing: the first run's model/ must not pass for its result
+    assert not (run / "model").exists() and (aside / "model" / "config.json").exists()
     new, clean = (consolidated_state_dict(r / "checkpoints", tag_of(4)) for r in (run, workdir / "clean2"))
     old = consolidated_state_dict(aside, tag_of(4))
     assert all(torch.equal(new[k], clean[k]) for k in clean) and not all(torch.equal(new[k], old[k]) for k in old)

@@ -5,7 +5,8 @@ writes its own shards), one ``rng-rank-RRR.pt`` per rank (torch, CUDA, NumPy and
 states), and ``COMMITTED.json``, written by rank 0 last, after every rank has finished. A folder
 without ``COMMITTED.json`` is torn (a crash while saving): ``--resume auto`` never picks it, and
 the previous checkpoint stays usable because nothing is ever written into a committed folder.
-Resuming from an earlier checkpoint moves the committed ones after it (an abandoned future) into
+Resuming from an earlier checkpoint (or starting afresh) moves the committed ones after it, and the export
+and summary of a later step (an abandoned future, or another run), into
 ``checkpoints/abandoned-after-step-NNNNNNNN-<time>/``, where nothing looks for checkpoints.
 """
 
@@ -128,22 +129,29 @@ def find(ckpt_dir: Path, resume: str) -> str | None:
     return path.name
 
 
-def abandon_later(ckpt_dir: Path, step: int) -> list[str]:
-    """Rank 0, on resuming from ``step``: move the committed checkpoints of later steps aside.
+# What a run's end writes from its checkpoints, beside ``checkpoints/`` (``Trainer.finish``).
+RESULTS = ("model", "adapter", "summary.json")
 
-    They are the future the resume abandons. Left in place they would pass for this run's:
-    :func:`save` skips a step that is already committed, so a redone step would keep the abandoned
-    weights, and ``--resume auto``, the best checkpoint and the export could pick them. They are
-    moved (not deleted) into ``abandoned-after-step-NNNNNNNN-<time>/`` beside the checkpoints, which
-    :func:`committed`, :func:`prune` and :func:`clean` do not look into. Torn folders of later steps
-    stay: nothing picks them, and :func:`save` replaces a torn attempt at its step.
+
+def abandon_later(ckpt_dir: Path, step: int) -> list[str]:
+    """Rank 0, on training from ``step`` (a resume, or 0 for a fresh start): move a later future aside.
+
+    That is the committed checkpoints of later steps, and the export and summary of a later step (or
+    of an unknown one: an export without its summary) beside them. Left in place they would pass for
+    this run's: :func:`save` skips a step that is already committed, so a redone step would keep the
+    abandoned weights, and ``--resume auto``, the best checkpoint and the export could pick them; a run
+    that stops or fails before its own export would leave the other run's ``model/`` as its result.
+    They are moved (not deleted) into ``abandoned-after-step-NNNNNNNN-<time>/`` beside the checkpoints,
+    which :func:`committed`, :func:`prune` and :func:`clean` do not look into. Torn folders of later
+    steps stay: nothing picks them, and :func:`save` replaces a torn attempt at its step.
 
     Returns:
-        The tags moved, oldest first.
+        The checkpoint tags moved, oldest first, then the results moved.
     """
     ckpt_dir = Path(ckpt_dir)
     later = [tag for s, tag in committed(ckpt_dir) if s > step]
-    if not later:
+    results = _later_results(ckpt_dir.parent, step)
+    if not later and not results:
         return []
     stamp, n = time.strftime("%Y%m%d-%H%M%S"), 1
     dest = ckpt_dir / f"abandoned-after-{tag_of(step)}-{stamp}"
@@ -153,9 +161,24 @@ def abandon_later(ckpt_dir: Path, step: int) -> list[str]:
     ensure_dir(dest)
     for tag in later:
         (ckpt_dir / tag).rename(dest / tag)  # output-layer: our committed checkpoints, moved aside whole (same disk)
-    log.warning("training from %s: moved the %d later checkpoint(s) of an abandoned or earlier run (%s) to %s",
-                tag_of(step), len(later), ", ".join(later), dest)
-    return later
+    for name in results:
+        (ckpt_dir.parent / name).rename(dest / name)  # output-layer: our run's own results, moved aside whole
+    log.warning("training from %s: moved the later checkpoint(s) and results of an abandoned or earlier run (%s) "
+                "to %s", tag_of(step), ", ".join(later + results), dest)
+    return later + results
+
+
+def _later_results(out: Path, step: int) -> list[str]:
+    """The results in run folder ``out`` that belong to a step after ``step`` (all of them when the summary
+    that says their step is missing or unreadable): they are not this run's."""
+    present = [name for name in RESULTS if (out / name).exists()]
+    if not present:
+        return []
+    try:
+        done = int(read_mapping(out / "summary.json", "run summary")["steps"])
+    except (OSError, ValueError, KeyError, TypeError):  # no summary, or not one we can read: their step is unknown
+        return present
+    return present if done > step else []
 
 
 def load(engine, ckpt_dir: Path, tag: str, rank: int, world_size: int) -> dict:

@@ -127,9 +127,10 @@ class Trainer:
         self.logged_steps, self.last_eval = 0, None
 
     def resume(self) -> None:
-        """Load the checkpoint ``run.resume`` names, or start at step 0; either way, the log rows and committed
-        checkpoints of later steps (an abandoned future, or another run in this folder) are moved out of the way:
-        :func:`checkpoint.save` skips a step already committed, so they would pass for this run's weights."""
+        """Load the checkpoint ``run.resume`` names, or start at step 0; either way, the log rows, committed
+        checkpoints, export and summary of later steps (an abandoned future, or another run in this folder) are
+        moved out of the way: :func:`checkpoint.save` skips a step already committed, so they would pass for this
+        run's."""
         tag = checkpoint.find(self.ckpt_dir, self.run_cfg.resume) if self.run_cfg.resume else None
         if tag:
             client = checkpoint.load(self.engine, self.ckpt_dir, tag, self.d.rank, self.d.world_size)
