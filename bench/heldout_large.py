@@ -81,7 +81,8 @@ def main(argv: list[str]) -> int:
     readers = {m.name: Path(m.model) for m in recipe.members}
     if best not in readers:
         raise SystemExit(f"--best {best}: not a member of the recipe ({', '.join(readers)})")
-    for name, run in (("student", args.student or demo / "student"), ("control", args.control or demo / "student_control")):
+    runs = {"student": args.student or demo / "student", "control": args.control or demo / "student_control"}
+    for name, run in runs.items():
         if (run / "model").is_dir():
             readers[name] = run / "model"
     work = Path(tempfile.mkdtemp(prefix="heldout_large_"))
