@@ -1,7 +1,9 @@
 """The largest shape on CPU, for real: a MacBERT-large-shaped reader (24 layers, hidden 1024, 16 heads,
 4096 FFN, the real 21,128-entry vocabulary, random weights) trained by 2 CPU ranks under ZeRO-3,
-checkpointed, resumed, exported and reloaded with from_pretrained, which must give the engine's
-logits; and the same shape in LoRA mode. Peak memory of both modes is printed (README table)."""
+exported and reloaded with from_pretrained, which must give the engine's logits; and the same shape in
+LoRA mode. Peak memory of both modes is printed (README table). Stopping and resuming under ZeRO-3 is
+tested at small shapes (tests/training/test_train.py, tests/modeling/test_lora.py): the same code, a
+fraction of the time."""
 
 from __future__ import annotations
 
@@ -93,16 +95,13 @@ def script(tmp_path_factory):
     return path
 
 
-def test_macbert_large_shape_zero3_trains_resumes_exports_and_reloads(script, tmp_path):
+def test_macbert_large_shape_zero3_trains_exports_and_reloads(script, tmp_path):
     out = tmp_path / "full"
-    launch(script, out, overrides(out, "full", **{"optim.max_steps": 3, "run.stop_after": 2}))
-    first = json.loads((out / "summary.json").read_text())
-    assert first["steps"] == 2 and not first["finished"] and not (out / "model").exists()
-    launch(script, out, overrides(out, "full", **{"optim.max_steps": 3, "run.resume": "auto"}))
+    launch(script, out, overrides(out, "full", **{"optim.max_steps": 2}))
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["finished"] and summary["steps"] == 3 and summary["parameters"]["total"] > 320_000_000
+    assert summary["finished"] and summary["steps"] == 2 and summary["parameters"]["total"] > 320_000_000
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3]  # resumed, not redone
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2]
     np.testing.assert_allclose(exported_logits(out), np.load(out / "engine_start.npy"), atol=1e-4, rtol=0)
     print(json.dumps({"mode": "full", "peak_memory": summary["peak_memory"], "parameters": summary["parameters"],
                       "train_seconds": summary["train_seconds"]}))
